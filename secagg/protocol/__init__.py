@@ -1,0 +1,1 @@
+"""SecAgg+ protocol core: sans-IO sessions, parameters and neighbourhood graphs."""
