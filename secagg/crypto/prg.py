@@ -1,0 +1,234 @@
+"""Mask PRG: expands a 32-byte seed into a vector of ring elements, with random access.
+
+Specification (another implementation must reproduce `protocols/vectors/prg.json` from this text):
+
+- Key: ``K = HKDF-SHA256(ikm = seed, salt = empty, info, length = 32)`` with
+  ``info = b"secagg/v1/prg/aes256ctr"`` when M is a power of two and ``b"secagg/v1/prg/aes256-rejection"``
+  otherwise.
+- M = 2^k: the AES-256-CTR keystream under K, whose counter block for block n is the 128-bit big-endian
+  integer n (the first block is 0). With w = 4 bytes when M <= 2^32 and w = 8 otherwise, element i is the
+  little-endian w-byte word at byte offset w*i of the keystream, reduced mod M (masked to k bits).
+- Other M (2 <= M < 2^63): rejection sampling with random access. Let L = bitlength(M - 1). For element i
+  and j = 0, 1, 2, ...: encrypt the block ``BE64(j) || BE64(i)`` with AES-256-ECB under K; the 16 output
+  bytes are two little-endian uint64 candidates (bytes 0..7 first, then 8..15), each masked to its low L
+  bits. Element i is the first candidate < M (each is accepted with probability > 1/2).
+
+Speed: `MaskExpander.accumulate` writes the keystream chunk by chunk into one reused buffer with
+`update_into`, views it as words without copying and adds it into the accumulator with the ring kernels
+(power-of-two kernels reduce raw words themselves), so memory stays O(chunk). Masks never come from
+numpy.random or random.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from numpy.typing import NDArray
+
+from secagg.crypto.kdf import hkdf_sha256
+from secagg.crypto.secret import NoPickle, SecretBytes
+from secagg.encoding import domain
+from secagg.errors import ConfigurationError
+from secagg.native import ring as _kernels  # type: ignore[import-not-found, unused-ignore]
+from secagg.ring import Ring
+
+__all__ = [
+    "DEFAULT_CHUNK_ELEMS",
+    "INFO_CTR",
+    "INFO_REJECTION",
+    "SEED_BYTES",
+    "MaskExpander",
+    "derive_prg_key",
+    "expand_mask",
+]
+
+SEED_BYTES = 32
+INFO_CTR = domain("prg", "aes256ctr")
+INFO_REJECTION = domain("prg", "aes256-rejection")
+
+DEFAULT_CHUNK_ELEMS = 1 << 16
+"""Elements per keystream chunk (256 KiB of keystream for uint32); see bench/masking.py for the choice."""
+
+_BLOCK = 16
+_PAD = _BLOCK - 1  # pyca's update_into wants len(out) >= len(in) + block_size - 1
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def derive_prg_key(seed: SecretBytes, ring: Ring) -> SecretBytes:
+    """The AES-256 key of the mask PRG for this seed and ring kind (CTR or rejection sampling)."""
+    _check_seed(seed)
+    info = INFO_CTR if ring.is_power_of_two else INFO_REJECTION
+    return SecretBytes(hkdf_sha256(seed.expose_secret(), info=info, length=32), label="prg-key")
+
+
+def _check_seed(seed: SecretBytes) -> None:
+    if not isinstance(seed, SecretBytes) or len(seed) != SEED_BYTES:
+        raise ConfigurationError("mask seed must be a 32-byte SecretBytes")
+
+
+def _check_index(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 0:
+        raise ConfigurationError(f"{name} must be a non-negative int")
+    if int(value) >= 1 << 62:
+        raise ConfigurationError(f"{name} is out of range")
+    return int(value)
+
+
+class MaskExpander(NoPickle):
+    """Expands and accumulates masks for one ring, owning reused buffers (not thread-safe: one per thread)."""
+
+    __slots__ = (
+        "_chunk",
+        "_ecb_in",
+        "_ecb_out",
+        "_ks",
+        "_ks_bytes",
+        "_ks_words",
+        "_ring",
+        "_words",
+        "_zeros",
+    )
+
+    def __init__(self, ring: Ring, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> None:
+        if not isinstance(ring, Ring):
+            raise ConfigurationError("MaskExpander needs a Ring")
+        if (
+            isinstance(chunk_elems, bool)
+            or not isinstance(chunk_elems, int)
+            or not 1 <= chunk_elems <= 1 << 24
+        ):
+            raise ConfigurationError("chunk_elems must be an int in [1, 2^24]")
+        self._ring = ring
+        self._chunk = chunk_elems
+        if ring.is_power_of_two:
+            nbytes = chunk_elems * ring.word_bytes
+            self._zeros = memoryview(bytes(nbytes + _BLOCK))
+            self._ks = bytearray(nbytes + _PAD + 1)
+            self._ks_bytes: NDArray[np.uint8] = np.frombuffer(self._ks, dtype=np.uint8)
+            self._ks_words: NDArray[Any] = np.frombuffer(
+                self._ks, dtype=ring.dtype.newbyteorder("<"), count=chunk_elems
+            )
+            self._ecb_in = np.empty((0, 2), dtype=">u8")
+            self._ecb_out = bytearray(0)
+            self._words = np.empty(0, dtype=ring.dtype)
+        else:
+            self._zeros = memoryview(b"")
+            self._ks = bytearray(0)
+            self._ks_bytes = np.frombuffer(self._ks, dtype=np.uint8)
+            self._ks_words = np.empty(0, dtype=ring.dtype)
+            self._ecb_in = np.empty((chunk_elems, 2), dtype=">u8")
+            self._ecb_out = bytearray(_BLOCK * chunk_elems + _PAD + 1)
+            self._words = np.empty(chunk_elems, dtype=ring.dtype)
+
+    @property
+    def ring(self) -> Ring:
+        """The ring this expander produces elements of."""
+        return self._ring
+
+    @property
+    def chunk_elems(self) -> int:
+        """Elements generated per internal chunk."""
+        return self._chunk
+
+    def expand(self, seed: SecretBytes, start: int, count: int) -> NDArray[Any]:
+        """mask[start : start + count] as a new ring array."""
+        count = _check_index(count, "count")
+        out = np.zeros(count, dtype=self._ring.dtype)
+        self.accumulate(out, seed, +1, start)
+        return out
+
+    def accumulate(self, acc: NDArray[Any], seed: SecretBytes, sign: int = +1, start: int = 0) -> None:
+        """acc = (acc + sign * mask[start : start + len(acc)]) mod M, in place; sign is +1 or -1."""
+        ring = self._ring
+        if not isinstance(acc, np.ndarray) or acc.dtype != ring.dtype or acc.ndim != 1:
+            raise ConfigurationError(f"acc must be a 1-D {ring.dtype.name} array for this ring")
+        if not acc.flags.c_contiguous or not acc.flags.writeable:
+            raise ConfigurationError("acc must be C-contiguous and writeable")
+        if sign not in (1, -1) or isinstance(sign, bool):
+            raise ConfigurationError("sign must be +1 or -1")
+        start = _check_index(start, "start")
+        key = derive_prg_key(seed, ring)
+        if acc.size == 0:
+            return
+        kernel, arg = _kernels.select_kernel(ring.modulus, sign)
+        if ring.is_power_of_two:
+            self._accumulate_ctr(acc, key, kernel, arg, start)
+        else:
+            if int(acc.max()) >= ring.modulus:
+                raise ConfigurationError("ring elements must be < modulus")
+            self._accumulate_rejection(acc, key, kernel, arg, start)
+
+    # -- power-of-two M: AES-256-CTR keystream words ------------------------------------------------------
+
+    def _accumulate_ctr(
+        self, acc: NDArray[Any], key: SecretBytes, kernel: Any, arg: np.uint64, start: int
+    ) -> None:
+        w = self._ring.word_bytes
+        first_byte = start * w
+        counter = (first_byte // _BLOCK).to_bytes(_BLOCK, "big")
+        enc = Cipher(algorithms.AES(key.expose_secret()), modes.CTR(counter)).encryptor()
+        skip = first_byte % _BLOCK
+        ks, words, zeros = self._ks, self._ks_words, self._zeros
+        try:
+            if skip:
+                enc.update_into(zeros[:skip], ks)
+            n = acc.shape[0]
+            pos = 0
+            chunk = self._chunk
+            while pos < n:
+                m = min(chunk, n - pos)
+                enc.update_into(zeros[: m * w], ks)
+                view = words[:m] if _LITTLE_ENDIAN else words[:m].astype(self._ring.dtype)
+                kernel(acc[pos : pos + m], view, arg)
+                pos += m
+        finally:
+            self._ks_bytes.fill(0)  # leave no keystream behind in the reused buffer
+
+    # -- other M: rejection sampling from AES-256-ECB blocks BE64(j) || BE64(i) ----------------------------
+
+    def _accumulate_rejection(
+        self, acc: NDArray[Any], key: SecretBytes, kernel: Any, arg: np.uint64, start: int
+    ) -> None:
+        # ECB here is a block-wise PRF on distinct counter blocks (j, i), not a mode for encrypting data.
+        ecb = Cipher(algorithms.AES(key.expose_secret()), modes.ECB()).encryptor()  # noqa: S305
+        words = self._words
+        try:
+            n = acc.shape[0]
+            pos = 0
+            while pos < n:
+                m = min(self._chunk, n - pos)
+                self._sample_rejection(ecb, start + pos, m, words[:m])
+                kernel(acc[pos : pos + m], words[:m], arg)
+                pos += m
+        finally:
+            words.fill(0)
+            np.frombuffer(self._ecb_out, dtype=np.uint8).fill(0)
+
+    def _sample_rejection(self, ecb: Any, first: int, m: int, out: NDArray[Any]) -> None:
+        """Fill out with elements first .. first+m-1; round j draws only for still-rejected elements."""
+        modulus = np.uint64(self._ring.modulus)
+        low_bits = np.uint64((1 << self._ring.bits) - 1)
+        pending = np.arange(m, dtype=np.int64)  # positions in out still without an accepted candidate
+        j = 0
+        while pending.size:  # terminates: each candidate is accepted with probability > 1/2
+            k = pending.size
+            blocks = self._ecb_in[:k]
+            blocks[:, 0] = j
+            blocks[:, 1] = pending.astype(np.uint64) + np.uint64(first)
+            ecb.update_into(blocks.view(np.uint8).reshape(-1), self._ecb_out)
+            cands = np.frombuffer(self._ecb_out, dtype="<u8", count=2 * k).reshape(k, 2) & low_bits
+            ok0 = cands[:, 0] < modulus
+            ok1 = cands[:, 1] < modulus
+            accepted = ok0 | ok1
+            chosen = np.where(ok0, cands[:, 0], cands[:, 1])
+            out[pending[accepted]] = chosen[accepted]
+            pending = pending[~accepted]
+            j += 1
+
+
+def expand_mask(ring: Ring, seed: SecretBytes, start: int, count: int) -> NDArray[Any]:
+    """Convenience: mask[start : start + count] for a ring (allocates a fresh expander)."""
+    return MaskExpander(ring, chunk_elems=min(max(count, 1), DEFAULT_CHUNK_ELEMS)).expand(seed, start, count)
