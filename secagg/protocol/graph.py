@@ -14,8 +14,9 @@ Construction, on ring positions 0..n-1 (`r = k // 2`):
   two such chords, so it has degree k + 1 and every other position degree k (no k-regular graph exists
   when k and n are both odd, because k * n would be odd).
 
-So the graph is k-regular except in that last case, and k-connected for every 1 <= k <= n - 1 (k = 1 gives
-a matching, which is not connected for n > 3). `k >= n - 1` gives the complete graph. A client is never
+So the graph is k-regular except in that last case, and k-connected for every 2 <= k <= n - 1; k = 1 is
+accepted too but gives a (near-)matching, which is not connected for n > 3. `k >= n - 1` gives the
+complete graph. A client is never
 its own neighbour here: whether the protocol also keeps a share for itself is the protocol's business.
 
 The permutation is a Fisher-Yates (Durstenfeld) shuffle of [0, 1, ..., n-1]: for i = n-1 down to 1, draw j
