@@ -16,9 +16,12 @@ The scheme, precisely enough to reimplement it (known answers: protocols/vectors
   (ShamirError).
 - Reconstruct from t shares with distinct x: f_j(0) = sum_i lambda_i y_{i,j} mod p with Lagrange
   coefficients lambda_i = prod_{m != i} x_m / (x_m - x_i) mod p, cached per set of x's. Every recovered
-  limb must be < 2^16, else the shares are inconsistent (ShamirError): a corrupted share turns a limb into a
-  uniform field element, which lands below 2^16 with probability 2^-15 per limb, so this is a cheap
-  corruption check on top of the caller's own (e.g. a reconstructed key matching its public key).
+  limb must be < 2^16, else the shares are inconsistent (ShamirError): a share with random garbage in it
+  turns each limb into a uniform field element, which lands below 2^16 with probability 2^-15, so this is
+  a cheap first filter. It is not a proof of integrity: a small or deliberate change (a bit flip when the
+  Lagrange coefficients are small, or a shift crafted as k / lambda_i) keeps the limbs in range, so callers
+  that face malicious shares must check the result themselves (a reconstructed key against its
+  advertised public key) and use `reconstruct_verified`.
 - Robust reconstruction (`reconstruct_verified`): with m > t shares, t-subsets of share indices are tried in
   colexicographic order (first the first t; then subsets of the first t + 1, dropping index t - 1, t - 2,
   ..., 0; then subsets of the first t + 2, ...), up to max_attempts, until the limbs are in range and the
