@@ -116,15 +116,16 @@ def test_fewer_than_t_shares_refused() -> None:
         shamir.reconstruct_verified(shares[:4], 5, lambda s: True)
 
 
-def test_t_minus_1_shares_are_consistent_with_every_secret(gf: Any) -> None:
-    # Perfect secrecy, checked on one limb: any t - 1 shares plus any candidate value at 0 interpolate to a
-    # polynomial of degree <= t - 1, so the t - 1 shares rule no secret out.
-    t = 4
-    shares = shamir.split(SecretBytes(bytes(range(32))), [1, 2, 3, 4, 5], t, DeterministicRandom(3))
-    for candidate in (0, 1, 0xFFFF, 12345):
-        xs = gf([0] + [s.x for s in shares[: t - 1]])
-        ys = gf([candidate] + [s.y[0] for s in shares[: t - 1]])
-        assert galois.lagrange_poly(xs, ys).degree <= t - 1
+def test_randomness_does_not_depend_on_the_secret() -> None:
+    # Same random stream, two secrets: every share differs by exactly the limb difference, so the random
+    # part of each share (what hides the secret in any t - 1 shares) is independent of the secret.
+    xs = [5, 6, 7, 8, 9]
+    a, b = bytes(range(32)), bytes(range(100, 132))
+    ya = shamir.split_many([SecretBytes(a)], xs, 4, DeterministicRandom(3))[0].astype(np.int64)
+    yb = shamir.split_many([SecretBytes(b)], xs, 4, DeterministicRandom(3))[0].astype(np.int64)
+    diff = np.array(limbs_of(a), dtype=np.int64) - np.array(limbs_of(b), dtype=np.int64)
+    assert np.array_equal((ya - yb) % P, np.broadcast_to(diff % P, ya.shape))
+    assert not np.array_equal(ya[0], limbs_of(a))  # and the shares are not the limbs themselves
 
 
 # --- split_many / reconstruct_many ----------------------------------------------------------------------
@@ -163,6 +164,16 @@ def test_reconstruct_many_names_the_inconsistent_secrets() -> None:
         shamir.reconstruct_many(xs, ys)
     good = [k for k in range(10) if k not in (3, 8)]
     assert [s.expose_secret() for s in shamir.reconstruct_many(xs, ys[good])] == [raw[k] for k in good]
+
+
+def test_limb_bound_is_exactly_2_to_the_16() -> None:
+    # With t = 1 the coefficient is 1, so each y value is the limb itself.
+    ys = np.zeros((1, 1, 16), dtype=np.uint32)
+    ys[0, 0, 5] = 0xFFFF
+    assert shamir.reconstruct_many([7], ys)[0].expose_secret() == bytes(10) + b"\xff\xff" + bytes(20)
+    ys[0, 0, 5] = 0x10000
+    with pytest.raises(ShamirError, match="inconsistent"):
+        shamir.reconstruct_many([7], ys)
 
 
 def test_empty_batches() -> None:
@@ -478,9 +489,11 @@ def test_split_and_reconstruct_agree_with_galois(
     xs = data.draw(st.lists(FIELD_X, min_size=n, max_size=n, unique=True), label="xs")
     ys = shamir.split_many([SecretBytes(secret)], xs, t, DeterministicRandom(seed))[0]
     for j, limb in enumerate(limbs_of(secret)):
-        # All n points lie on one polynomial of degree <= t - 1 whose value at 0 is the limb.
+        # All n points lie on one polynomial whose value at 0 is the limb.
         poly = galois.lagrange_poly(gf(xs), gf(ys[:, j].tolist()))
-        assert poly.degree <= t - 1
+        # Degree exactly t - 1 (the top coefficient is 0 with probability 2^-31): fewer random
+        # coefficients than t - 1 would let t - 1 shares reveal the limb.
+        assert poly.degree == t - 1
         assert int(poly(gf(0))) == limb
         # And galois interpolating the same t points our reconstruct uses gives the same answer.
         assert int(galois.lagrange_poly(gf(xs[:t]), gf(ys[:t, j].tolist()))(gf(0))) == limb
