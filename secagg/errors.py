@@ -46,3 +46,39 @@ class ShamirError(SecAggError, ValueError):
     """Secret sharing was given bad shares or parameters (x = 0, duplicate x, too few shares...)."""
 
     code = "SHAMIR"
+
+
+class ProtocolError(SecAggError):
+    """A protocol rule was broken. The session that raises it moves to a terminal ABORTED state."""
+
+    code = "PROTOCOL"
+
+
+class LocalProtocolError(ProtocolError):
+    """This endpoint was driven wrongly (an event fed in a state where it is not legal)."""
+
+    code = "LOCAL_PROTOCOL"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The other side sent something illegal, inconsistent or unauthenticated."""
+
+    code = "REMOTE_PROTOCOL"
+
+
+class RoundAborted(ProtocolError):  # noqa: N818 - names an outcome, as the spec does
+    """The round stopped with a typed reason; no aggregate is produced and no further share leaves."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.reason = message
+
+
+class PolicyRefusal(ProtocolError):  # noqa: N818 - names an outcome, as the spec does
+    """A client declines a request that its policy or its reveal rules forbid (REFUSE)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.reason = message

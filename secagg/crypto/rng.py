@@ -62,4 +62,4 @@ class DeterministicRandom(NoPickle):
 
 def random_uint32(rng: RandomSource, n: int) -> np.ndarray:
     """n uniform uint32 words from rng (used for stochastic rounding)."""
-    return np.frombuffer(rng.random_bytes(4 * n), dtype="<u4").astype(np.uint32, copy=False)
+    return np.frombuffer(bytearray(rng.random_bytes(4 * n)), dtype="<u4").astype(np.uint32, copy=False)

@@ -1,0 +1,566 @@
+"""The client side of SecAgg+ as a sans-IO state machine: server messages in, client messages out.
+
+`ClientSession.receive(message)` returns the messages to send back. Nothing here does I/O, reads a clock or
+a global RNG: randomness is a RandomSource given at construction. Every check a client makes against a
+lying server (scenarios A1-A12) happens here, before any share leaves. When a check fails the session moves
+to ABORTED, erases its round secrets and answers with a `ClientAbort` naming the reason; `error` keeps the
+typed error for the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from secagg.crypto import aead, shamir
+from secagg.crypto.keys import IdentityKey, X25519KeyPair, check_x25519_public, verify_signature
+from secagg.crypto.prg import MaskExpander
+from secagg.crypto.rng import RandomSource, random_uint32
+from secagg.crypto.secret import NoPickle, SecretBytes
+from secagg.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    EncodingError,
+    InvalidPeerKeyError,
+    LocalProtocolError,
+    PolicyRefusal,
+    ProtocolError,
+    RoundAborted,
+    ShamirError,
+)
+from secagg.native.quantise import quantise  # type: ignore[import-not-found, unused-ignore]
+from secagg.protocol import params as _params
+from secagg.protocol import recipes
+from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
+from secagg.protocol.messages import (
+    AdvertiseKeys,
+    ClientAbort,
+    ClientMessage,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyAdvertisement,
+    KeysBroadcast,
+    MaskedInputChunk,
+    RoundComplete,
+    ServerAbort,
+    ServerMessage,
+    SetupRequest,
+    ShareKeys,
+    SharesDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.protocol.rules import ClientState, client_next
+from secagg.ring import Ring
+
+log = logging.getLogger("secagg.client")
+
+
+class ContributionLedger(Protocol):
+    """Remembers which (run, round) this silo already contributed to (scenario A10)."""
+
+    def has_contributed(self, run_id: str, round_: int) -> bool:
+        """True if a masked input for (run_id, round_) already left this silo."""
+        ...
+
+    def record(self, run_id: str, round_: int) -> None:
+        """Note that a masked input for (run_id, round_) is leaving now."""
+        ...
+
+
+class MemoryLedger:
+    """An in-memory ContributionLedger (simulation, tests). Deployments use a persistent one."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, int]] = set()
+
+    def has_contributed(self, run_id: str, round_: int) -> bool:
+        """See ContributionLedger."""
+        return (run_id, round_) in self._seen
+
+    def record(self, run_id: str, round_: int) -> None:
+        """See ContributionLedger."""
+        self._seen.add((run_id, round_))
+
+
+@dataclass(frozen=True, eq=False)
+class ClientInput:
+    """What a client contributes: a float32 update of the round's dimension and its integer weight."""
+
+    vector: NDArray[np.float32]
+    weight: int = 1
+
+
+InputProvider = Callable[[RoundConfig], ClientInput]
+
+
+class _RoundSecrets(NoPickle):
+    """Everything secret a client holds for one round; dropped as a whole when the round ends."""
+
+    __slots__ = ("enc", "key_shares", "mask", "own_key_share", "own_seed_share", "seed", "seed_shares")
+
+    def __init__(self, enc: X25519KeyPair, mask: X25519KeyPair) -> None:
+        self.enc = enc
+        self.mask = mask
+        self.seed: SecretBytes | None = None
+        self.own_seed_share: shamir.Share | None = None
+        self.own_key_share: shamir.Share | None = None
+        self.seed_shares: dict[int, shamir.Share] = {}  # peer -> my share of the peer's self-mask seed
+        self.key_shares: dict[int, shamir.Share] = {}  # peer -> my share of the peer's mask private key
+
+
+class ClientSession(NoPickle):
+    """One silo's participation in one round. Feed server messages to `receive`; send what it returns."""
+
+    def __init__(
+        self,
+        client_id: int,
+        *,
+        rng: RandomSource,
+        policy: ClientPolicy | None = None,
+        identity: IdentityKey | None = None,
+        ledger: ContributionLedger | None = None,
+        input: ClientInput | InputProvider | None = None,
+        chunk_elems: int | None = None,
+        expander: MaskExpander | None = None,
+        rounding_rng: RandomSource | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.policy = policy or ClientPolicy()
+        self.state = ClientState.IDLE
+        self.error: ProtocolError | None = None
+        self.config: RoundConfig | None = None
+        self.session_id: bytes | None = None
+        self._rng = rng
+        self._rounding_rng = rounding_rng if rounding_rng is not None else rng
+        self._identity = identity
+        self._ledger: ContributionLedger = ledger if ledger is not None else MemoryLedger()
+        self._input = input
+        self._chunk_elems = chunk_elems
+        self._expander = expander
+        self._secrets: _RoundSecrets | None = None
+        self._peers: dict[int, KeyAdvertisement] = {}
+        self._neighbours: frozenset[int] = frozenset()
+        self._live_neighbours: frozenset[int] = frozenset()  # neighbours in U2 (their shares reached us)
+        self._survivors: tuple[int, ...] | None = None
+        self._unmask_answer: tuple[UnmaskRequest, UnmaskResponse] | None = None
+        self.revealed_seed_owners: set[int] = set()
+        self.revealed_key_owners: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"ClientSession(id={self.client_id}, state={self.state.value})"
+
+    # ------------------------------------------------------------------ driving
+
+    def provide_input(self, value: ClientInput | InputProvider) -> None:
+        """Give the update (or a callable producing it from the round's config) before the masking stage."""
+        self._input = value
+
+    def receive(self, message: ServerMessage) -> list[ClientMessage]:
+        """Handle one server message; returns the messages to send to the server (possibly none)."""
+        if self.state in (ClientState.DONE, ClientState.ABORTED):
+            return []  # B6: after completion nothing changes state
+        mode = self.config.mode if self.config is not None else Mode.SEMI_HONEST
+        nxt = client_next(mode, self.state, message)
+        if nxt is None:
+            return self._abort(
+                RoundAborted("UNEXPECTED_MESSAGE", f"{type(message).__name__} in {self.state}")
+            )
+        try:
+            out = self._dispatch(message)
+        except (PolicyRefusal, RoundAborted) as exc:
+            return self._abort(exc)
+        except (AuthenticationError, InvalidPeerKeyError, EncodingError, ShamirError) as exc:
+            return self._abort(RoundAborted(exc.code, str(exc)))
+        if self.state not in (ClientState.DONE, ClientState.ABORTED):
+            self.state = nxt
+        return out
+
+    def _dispatch(self, message: ServerMessage) -> list[ClientMessage]:
+        if isinstance(message, SetupRequest):
+            return self._on_setup(message)
+        if isinstance(message, KeysBroadcast):
+            return self._on_keys(message)
+        if isinstance(message, SharesDelivery):
+            return self._on_shares(message)
+        if isinstance(message, ConsistencyRequest):
+            return self._on_consistency(message)
+        if isinstance(message, UnmaskRequest):
+            return self._on_unmask(message)
+        if isinstance(message, RoundComplete):
+            return self._on_complete(message)
+        if isinstance(message, ServerAbort):
+            self._finish(ClientState.ABORTED)
+            self.error = RoundAborted("SERVER_ABORT", f"{message.code}: {message.reason}")
+            return []
+        raise LocalProtocolError(f"not a server message: {type(message).__name__}")  # pragma: no cover
+
+    def _abort(self, exc: ProtocolError) -> list[ClientMessage]:
+        self.error = exc
+        log.warning("client %d aborts the round: %s", self.client_id, exc)
+        self._finish(ClientState.ABORTED)
+        code = getattr(exc, "code", "ABORT")
+        reason = getattr(exc, "reason", str(exc))
+        return [ClientAbort(code=str(code)[:64], reason=str(reason)[:1024])]
+
+    def _finish(self, state: ClientState) -> None:
+        """Enter a terminal state and erase the round's secrets (keys, seed, shares)."""
+        self.state = state
+        self._secrets = None
+        self._unmask_answer = None
+        self._input = None
+
+    # ------------------------------------------------------------------ stages
+
+    def _on_setup(self, msg: SetupRequest) -> list[ClientMessage]:
+        cfg = msg.config
+        self._check_policy(cfg)
+        self.config = cfg
+        secrets = _RoundSecrets(X25519KeyPair.generate(self._rng), X25519KeyPair.generate(self._rng))
+        self._secrets = secrets
+        signature = b""
+        tag = cfg.round_tag()
+        if cfg.mode is Mode.HARDENED:
+            if self._identity is None:
+                raise PolicyRefusal("NO_IDENTITY", "hardened mode needs this silo's identity key")
+            payload = recipes.advertisement_payload(
+                tag, self.client_id, secrets.enc.public_bytes, secrets.mask.public_bytes
+            )
+            signature = self._identity.sign(payload, context=recipes.SIG_ADVERTISE)
+        adv = KeyAdvertisement(self.client_id, secrets.enc.public_bytes, secrets.mask.public_bytes, signature)
+        return [AdvertiseKeys(round_tag=tag, advertisement=adv)]
+
+    def _check_policy(self, cfg: RoundConfig) -> None:
+        """Scenario A7 (downgrades), A10 (contributing twice) and A6 (identities outside the roster)."""
+        pol = self.policy
+
+        def refuse(code: str, why: str) -> None:
+            raise PolicyRefusal(code, why)
+
+        if self.client_id not in cfg.participants:
+            refuse("NOT_INVITED", "this silo is not among the round's participants")
+        if cfg.mode not in pol.modes:
+            refuse("MODE", f"mode {cfg.mode.value} is not accepted by this silo's policy")
+        if cfg.n < pol.min_clients:
+            refuse("TOO_FEW_CLIENTS", f"n={cfg.n} below the policy's {pol.min_clients}")
+        if cfg.t < pol.min_threshold:
+            refuse("THRESHOLD", f"t={cfg.t} below the policy's {pol.min_threshold}")
+        if cfg.min_aggregate < pol.min_aggregate:
+            refuse("MIN_AGGREGATE", f"min_aggregate={cfg.min_aggregate} below {pol.min_aggregate}")
+        if cfg.modulus < (1 << pol.min_modulus_bits):
+            refuse("MODULUS", f"modulus below 2^{pol.min_modulus_bits}")
+        if cfg.clip > pol.max_clip:
+            refuse("CLIP", f"clip {cfg.clip} above the policy's {pol.max_clip}")
+        if cfg.dp_noise_multiplier < pol.min_dp_noise_multiplier:
+            refuse(
+                "DP_NOISE", f"noise multiplier {cfg.dp_noise_multiplier} below {pol.min_dp_noise_multiplier}"
+            )
+        if pol.expected_dim is not None and cfg.dim != pol.expected_dim:
+            refuse("DIMENSION", f"dim={cfg.dim}, this silo expects {pol.expected_dim}")
+        if pol.require_derived_degree:
+            try:
+                _params.check_params(
+                    cfg.n, cfg.k, cfg.t, cfg.mode.value, pol.corrupt_fraction, pol.dropout_fraction
+                )
+                derived = _params.derive_params(
+                    cfg.n, pol.corrupt_fraction, pol.dropout_fraction, cfg.mode.value
+                )
+            except ConfigurationError as exc:
+                refuse("PARAMETERS", f"k={cfg.k}, t={cfg.t} refused by this silo's policy: {exc}")
+            else:
+                if cfg.k < derived.k:
+                    refuse("GRAPH_DEGREE", f"k={cfg.k} below the degree {derived.k} the policy derives")
+        roster = pol.roster
+        if cfg.mode is Mode.HARDENED and roster is None:
+            refuse("NO_ROSTER", "hardened mode needs a pinned roster of identity keys")
+        if roster is not None:
+            unknown = [p for p in cfg.participants if p not in roster]
+            if unknown:
+                raise RoundAborted("UNKNOWN_IDENTITY", f"participants not in the roster: {unknown[:5]}")
+        if self._ledger.has_contributed(cfg.run_id, cfg.round):
+            refuse("ALREADY_CONTRIBUTED", f"already contributed to run {cfg.run_id!r} round {cfg.round}")
+
+    def _on_keys(self, msg: KeysBroadcast) -> list[ClientMessage]:
+        cfg, secrets = self._cfg(), self._round_secrets()
+        me = self.client_id
+        if msg.round_tag != cfg.round_tag():
+            raise RoundAborted("ROUND_MISMATCH", "keys broadcast for another round or configuration")
+        ads = msg.advertisements
+        ids = [a.client_id for a in ads]
+        if ids != sorted(set(ids)):
+            raise RoundAborted("BAD_KEY_LIST", "advertisements not sorted and distinct")
+        invited = set(cfg.participants)
+        strangers = [i for i in ids if i not in invited]
+        if strangers:
+            raise RoundAborted("UNKNOWN_IDENTITY", f"keys from clients not in the round: {strangers[:5]}")
+        peers = {a.client_id: a for a in ads}
+        mine = peers.get(me)
+        if (
+            mine is None
+            or mine.enc_public != secrets.enc.public_bytes
+            or mine.mask_public != secrets.mask.public_bytes
+        ):
+            raise RoundAborted("KEY_SUBSTITUTED", "the broadcast does not carry this client's own keys")
+        sid = recipes.session_id(msg.round_tag, ads)
+        if sid != msg.session_id:
+            raise RoundAborted(
+                "SESSION_ID_MISMATCH", "server's session id differs from the client's derivation"
+            )
+        hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(me)
+        present = frozenset(hood & peers.keys())
+        seen_keys = {secrets.enc.public_bytes, secrets.mask.public_bytes}
+        for peer in sorted(present):
+            adv = peers[peer]
+            check_x25519_public(adv.enc_public)
+            check_x25519_public(adv.mask_public)
+            if (
+                adv.enc_public in seen_keys
+                or adv.mask_public in seen_keys
+                or adv.enc_public == adv.mask_public
+            ):
+                raise RoundAborted("KEY_REUSE", f"client {peer} advertises a key already seen")
+            seen_keys.update((adv.enc_public, adv.mask_public))
+            if cfg.mode is Mode.HARDENED:
+                assert self.policy.roster is not None
+                payload = recipes.advertisement_payload(msg.round_tag, peer, adv.enc_public, adv.mask_public)
+                try:
+                    verify_signature(
+                        self.policy.roster[peer], adv.signature, payload, context=recipes.SIG_ADVERTISE
+                    )
+                except AuthenticationError:
+                    raise RoundAborted(
+                        "BAD_KEY_SIGNATURE", f"keys of client {peer} not signed by its identity"
+                    ) from None
+        if len(present) + 1 < cfg.t:
+            raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(present)} neighbours advertised keys, t={cfg.t}")
+        self.session_id = sid
+        self._peers = {p: peers[p] for p in present}
+        self._neighbours = present
+        # Shamir-share the self-mask seed and the mask private key among the neighbours and ourselves.
+        secrets.seed = SecretBytes(self._rng.random_bytes(32), label="self-mask-seed")
+        xs = sorted(present | {me})
+        ys = shamir.split_many([secrets.seed, secrets.mask.private], xs, cfg.t, self._rng)
+        cts: list[tuple[int, bytes]] = []
+        for col, x in enumerate(xs):
+            seed_share = shamir.Share(x, tuple(ys[0, col].tolist()))
+            key_share = shamir.Share(x, tuple(ys[1, col].tolist()))
+            if x == me:
+                secrets.own_seed_share, secrets.own_key_share = seed_share, key_share
+                continue
+            key = recipes.share_key(secrets.enc, peers[x].enc_public, sid, me, x)
+            plaintext = recipes.encode_share_plaintext(me, x, seed_share, key_share)
+            ad = recipes.share_associated_data(sid, me, x)
+            cts.append((x, aead.seal(key, plaintext, associated_data=ad, rng=self._rng)))
+        commitment = recipes.seed_commitment(sid, me, secrets.seed)
+        return [ShareKeys(session_id=sid, ciphertexts=tuple(cts), seed_commitment=commitment)]
+
+    def _on_shares(self, msg: SharesDelivery) -> list[ClientMessage]:
+        cfg, secrets, sid = self._cfg(), self._round_secrets(), self._sid()
+        me = self.client_id
+        if msg.session_id != sid:
+            raise RoundAborted("SESSION_ID_MISMATCH", "shares for another session")
+        senders = [s for s, _ in msg.ciphertexts]
+        if senders != sorted(set(senders)):
+            raise RoundAborted("BAD_SHARE_LIST", "share senders not sorted and distinct")
+        for sender, ct in msg.ciphertexts:
+            if sender not in self._neighbours:
+                raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {sender}, not a neighbour with keys")
+            key = recipes.share_key(secrets.enc, self._peers[sender].enc_public, sid, me, sender)
+            plaintext = aead.open_sealed(
+                key, ct, associated_data=recipes.share_associated_data(sid, sender, me)
+            )
+            p_from, p_to, seed_share, key_share = recipes.decode_share_plaintext(plaintext)
+            if (p_from, p_to) != (sender, me):
+                raise RoundAborted("SHARE_RELABELLED", f"share from {sender} names {p_from}->{p_to}")
+            secrets.seed_shares[sender] = seed_share
+            secrets.key_shares[sender] = key_share
+        live = frozenset(senders)
+        if len(live) + 1 < cfg.t:
+            raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(live)} neighbours shared keys, t={cfg.t}")
+        self._live_neighbours = live
+        masked = self._masked_vector(cfg, secrets, sid, live)
+        # A10: the contribution is recorded before it leaves, so a replayed setup is refused.
+        self._ledger.record(cfg.run_id, cfg.round)
+        return list(self._chunks(sid, masked))
+
+    def _masked_vector(
+        self, cfg: RoundConfig, secrets: _RoundSecrets, sid: bytes, live: frozenset[int]
+    ) -> NDArray[Any]:
+        """y = quantise(x) || weight + self mask + (+/-) the pairwise mask of every live neighbour."""
+        data = self._input(cfg) if callable(self._input) else self._input
+        if data is None:
+            raise LocalProtocolError("no input provided before the masking stage")
+        vec = np.asarray(data.vector)
+        if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
+            raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
+        if not 1 <= int(data.weight) <= cfg.max_weight:
+            raise LocalProtocolError(f"weight must be in 1..{cfg.max_weight}")
+        ring = Ring(cfg.modulus)
+        out = ring.zeros(cfg.vector_length)
+        quantise(
+            vec,
+            cfg.clip,
+            cfg.bits,
+            int(data.weight),
+            random_uint32(self._rounding_rng, cfg.dim),
+            cfg.modulus,
+            out[:-1],
+        )
+        out[-1] = int(data.weight)
+        expander = (
+            self._expander
+            if self._expander is not None and self._expander.ring == ring
+            else MaskExpander(ring)
+        )
+        assert secrets.seed is not None
+        expander.accumulate(out, secrets.seed, +1)
+        for peer in sorted(live):
+            shared = secrets.mask.agree(self._peers[peer].mask_public)
+            seed = recipes.pairwise_seed(shared, sid, self.client_id, peer)
+            expander.accumulate(out, seed, recipes.pairwise_sign(self.client_id, peer))
+        return out
+
+    def _chunks(self, sid: bytes, masked: NDArray[Any]) -> list[MaskedInputChunk]:
+        size = self._chunk_elems or masked.shape[0]
+        count = -(-masked.shape[0] // size)
+        return [
+            MaskedInputChunk(sid, i, count, i * size, masked[i * size : (i + 1) * size]) for i in range(count)
+        ]
+
+    def _on_consistency(self, msg: ConsistencyRequest) -> list[ClientMessage]:
+        cfg, sid = self._cfg(), self._sid()
+        if msg.session_id != sid:
+            raise RoundAborted("SESSION_ID_MISMATCH", "consistency check for another session")
+        survivors = self._check_survivors(cfg, msg.survivors)
+        self._survivors = survivors
+        assert self._identity is not None
+        sig = self._identity.sign(
+            recipes.consistency_payload(sid, survivors), context=recipes.SIG_CONSISTENCY
+        )
+        return [ConsistencySignature(session_id=sid, signature=sig)]
+
+    def _check_survivors(self, cfg: RoundConfig, survivors: tuple[int, ...]) -> tuple[int, ...]:
+        if list(survivors) != sorted(set(survivors)):
+            raise RoundAborted("BAD_SURVIVORS", "survivor list not sorted and distinct")
+        if self.client_id not in survivors:
+            raise RoundAborted("BAD_SURVIVORS", "survivor list omits this client")
+        invited = set(cfg.participants)
+        if any(s not in invited for s in survivors):
+            raise RoundAborted("UNKNOWN_IDENTITY", "survivor list names clients outside the round")
+        hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(self.client_id)
+        ghosts = [s for s in survivors if s in hood and s not in self._live_neighbours]
+        if ghosts:
+            raise RoundAborted("BAD_SURVIVORS", f"survivors {ghosts[:5]} never shared keys with this client")
+        if len(survivors) < max(cfg.min_aggregate, self.policy.min_aggregate):
+            raise RoundAborted(
+                "MIN_AGGREGATE", f"{len(survivors)} survivors, below the minimum aggregate size"
+            )
+        return survivors
+
+    def _on_unmask(self, msg: UnmaskRequest) -> list[ClientMessage]:
+        cfg, secrets, sid = self._cfg(), self._round_secrets(), self._sid()
+        if self._unmask_answer is not None:
+            previous, answer = self._unmask_answer
+            if previous == msg:
+                return [answer]  # an identical retry gets the identical answer
+            raise PolicyRefusal("SECOND_UNMASK", "a second unmask request with a different partition")
+        if msg.session_id != sid:
+            raise RoundAborted("SESSION_ID_MISMATCH", "unmask request for another session")
+        me = self.client_id
+        alive, dropped = list(msg.alive), list(msg.dropped)
+        if alive != sorted(set(alive)) or dropped != sorted(set(dropped)):
+            raise RoundAborted("BAD_PARTITION", "alive and dropped lists must be sorted and distinct")
+        if me in alive or me in dropped:
+            raise RoundAborted("BAD_PARTITION", "the lists name this client itself")
+        both = set(alive) & set(dropped)
+        if both:  # A1: revealing both shares of a peer would unmask its input
+            raise RoundAborted("OVERLAPPING_PARTITION", f"peers {sorted(both)[:5]} both alive and dropped")
+        named = set(alive) | set(dropped)
+        if named != self._live_neighbours:
+            extra = sorted(named - self._live_neighbours)
+            missing = sorted(self._live_neighbours - named)
+            raise RoundAborted(
+                "BAD_PARTITION", f"unknown or dropped-earlier peers {extra[:5]}, missing {missing[:5]}"
+            )
+        if len(alive) + 1 < cfg.t:
+            raise RoundAborted(
+                "TOO_FEW_SURVIVORS", f"{len(alive) + 1} survivors in the neighbourhood, t={cfg.t}"
+            )
+        if cfg.is_complete_graph and len(alive) + 1 < max(cfg.min_aggregate, self.policy.min_aggregate):
+            raise RoundAborted(
+                "MIN_AGGREGATE", f"{len(alive) + 1} survivors, below the minimum aggregate size"
+            )
+        if cfg.mode is Mode.HARDENED:
+            self._check_consistency(cfg, sid, msg, set(alive))
+        if self.revealed_key_owners & set(alive) or self.revealed_seed_owners & set(dropped):
+            raise PolicyRefusal("DOUBLE_REVEAL", "would reveal both shares of a peer")  # pragma: no cover
+        assert secrets.own_seed_share is not None
+        seed_shares = [(p, secrets.seed_shares[p].to_bytes()) for p in alive]
+        seed_shares.append((me, secrets.own_seed_share.to_bytes()))
+        seed_shares.sort()
+        key_shares = [(p, secrets.key_shares[p].to_bytes()) for p in dropped]
+        self.revealed_seed_owners.update(p for p, _ in seed_shares)
+        self.revealed_key_owners.update(dropped)
+        answer = UnmaskResponse(session_id=sid, seed_shares=tuple(seed_shares), key_shares=tuple(key_shares))
+        self._unmask_answer = (msg, answer)
+        return [answer]
+
+    def _check_consistency(self, cfg: RoundConfig, sid: bytes, msg: UnmaskRequest, alive: set[int]) -> None:
+        """Hardened mode (A4): the partition must match the survivor set that >= t clients signed."""
+        if self._survivors is None or tuple(msg.survivors) != self._survivors:
+            raise RoundAborted(
+                "INCONSISTENT_SURVIVORS", "survivor set differs from the one this client signed"
+            )
+        survivors = set(self._survivors)
+        if alive != (self._live_neighbours & survivors):
+            raise RoundAborted("INCONSISTENT_SURVIVORS", "alive list does not match the signed survivor set")
+        roster = self.policy.roster
+        assert roster is not None
+        signers = [s for s, _ in msg.signatures]
+        if signers != sorted(set(signers)):
+            raise RoundAborted("BAD_SIGNATURES", "signers not sorted and distinct")
+        payload = recipes.consistency_payload(sid, self._survivors)
+        for signer, sig in msg.signatures:
+            if signer not in survivors:
+                raise RoundAborted("BAD_SIGNATURES", f"signature from {signer}, not a survivor")
+            try:
+                verify_signature(roster[signer], sig, payload, context=recipes.SIG_CONSISTENCY)
+            except AuthenticationError:
+                raise RoundAborted(
+                    "BAD_SIGNATURES", f"consistency signature of {signer} does not verify"
+                ) from None
+        if len(signers) < cfg.t:
+            raise RoundAborted("TOO_FEW_SIGNATURES", f"{len(signers)} consistency signatures, t={cfg.t}")
+
+    def _on_complete(self, msg: RoundComplete) -> list[ClientMessage]:
+        if msg.session_id != self._sid():
+            raise RoundAborted("SESSION_ID_MISMATCH", "completion for another session")
+        self._finish(ClientState.DONE)
+        return []
+
+    # ------------------------------------------------------------------ helpers
+
+    def _cfg(self) -> RoundConfig:
+        if self.config is None:  # pragma: no cover - guarded by the transition table
+            raise LocalProtocolError("no configuration yet")
+        return self.config
+
+    def _round_secrets(self) -> _RoundSecrets:
+        if self._secrets is None:  # pragma: no cover - guarded by the transition table
+            raise LocalProtocolError("round secrets already erased")
+        return self._secrets
+
+    def _sid(self) -> bytes:
+        if self.session_id is None:  # pragma: no cover - guarded by the transition table
+            raise LocalProtocolError("no session id yet")
+        return self.session_id
+
+    @property
+    def holds_round_secrets(self) -> bool:
+        """Whether this session still holds keys, seeds or shares (False once the round ended)."""
+        return self._secrets is not None

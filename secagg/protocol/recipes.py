@@ -1,0 +1,106 @@
+"""The key schedule and byte layouts both sides must compute identically (see protocols/SPEC.md).
+
+Session id, associated data of share ciphertexts, share plaintexts, pairwise mask seeds, the self-mask seed
+commitment and the signed payloads of the hardened mode. Nothing here holds state.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from secagg.crypto.kdf import derive_key
+from secagg.crypto.keys import X25519KeyPair
+from secagg.crypto.secret import SecretBytes
+from secagg.crypto.shamir import Share
+from secagg.encoding import Reader, Writer, digest, domain
+from secagg.errors import EncodingError
+from secagg.protocol.graph import Graph
+from secagg.protocol.messages import KeyAdvertisement
+
+SIG_ADVERTISE = "advertise-keys"
+SIG_CONSISTENCY = "consistency-check"
+
+
+def session_id(round_tag: bytes, advertisements: Sequence[KeyAdvertisement]) -> bytes:
+    """SHA-256 over the round tag and every accepted (id, c_pk, s_pk), in ascending id order."""
+    w = Writer().raw(round_tag).u32(len(advertisements))
+    for adv in sorted(advertisements, key=lambda a: a.client_id):
+        w.u32(adv.client_id).raw(adv.enc_public).raw(adv.mask_public)
+    return digest(domain("session-id"), w.getvalue())
+
+
+def advertisement_payload(round_tag: bytes, client_id: int, enc_public: bytes, mask_public: bytes) -> bytes:
+    """What a client signs in hardened mode when it advertises its round keys."""
+    return Writer().raw(round_tag).u32(client_id).raw(enc_public).raw(mask_public).getvalue()
+
+
+def consistency_payload(sid: bytes, survivors: Sequence[int]) -> bytes:
+    """What a client signs in the consistency check: the session and the survivor set U3."""
+    return Writer().raw(sid).u32_list(sorted(survivors)).getvalue()
+
+
+def share_associated_data(sid: bytes, sender: int, recipient: int) -> bytes:
+    """AEAD associated data of a share ciphertext: binds session, stage, sender and recipient (A11)."""
+    return Writer().bytes_(domain("ad", "share-keys")).raw(sid).u32(sender).u32(recipient).getvalue()
+
+
+def share_key(own: X25519KeyPair, peer_enc_public: bytes, sid: bytes, a: int, b: int) -> SecretBytes:
+    """AES-256-GCM key of the pair (a, b) for share encryption, from their encryption keys."""
+    return derive_key(own.agree(peer_enc_public), purpose="share-encryption", session_id=sid, parties=(a, b))
+
+
+def pairwise_seed(shared: SecretBytes, sid: bytes, a: int, b: int) -> SecretBytes:
+    """Mask seed of the pair (a, b) from their X25519 mask-key agreement."""
+    return derive_key(shared, purpose="pairwise-mask", session_id=sid, parties=(a, b))
+
+
+def pairwise_sign(owner: int, peer: int) -> int:
+    """+1 if the owner adds the pair's mask, -1 if it subtracts it (the smaller id adds)."""
+    return 1 if owner < peer else -1
+
+
+def seed_commitment(sid: bytes, client_id: int, seed: SecretBytes) -> bytes:
+    """Hash commitment to a self-mask seed (hiding: the seed has 256 bits of entropy)."""
+    payload = Writer().raw(sid).u32(client_id).raw(seed.expose_secret()).getvalue()
+    return digest(domain("seed-commitment"), payload)
+
+
+def encode_share_plaintext(sender: int, recipient: int, seed_share: Share, key_share: Share) -> bytes:
+    """Plaintext of a share ciphertext: both ids, then the self-mask seed share and the mask-key share."""
+    w = Writer().u32(sender).u32(recipient)
+    return w.raw(seed_share.to_bytes()).raw(key_share.to_bytes()).getvalue()
+
+
+def decode_share_plaintext(data: bytes) -> tuple[int, int, Share, Share]:
+    """Inverse of encode_share_plaintext; EncodingError/ShamirError on malformed bytes."""
+    r = Reader(data)
+    sender, recipient = r.u32(), r.u32()
+    seed_share = Share.from_bytes(r.raw(Share.ENCODED_LEN))
+    key_share = Share.from_bytes(r.raw(Share.ENCODED_LEN))
+    r.finish()
+    if seed_share.x != recipient or key_share.x != recipient:
+        raise EncodingError("share x-coordinate is not the recipient's id")
+    return sender, recipient, seed_share, key_share
+
+
+class Neighbourhoods:
+    """Neighbours by client id: a Harary graph H(n, k) over the participants, labels permuted by the seed."""
+
+    __slots__ = ("_graph", "_index", "_participants")
+
+    def __init__(self, participants: tuple[int, ...], k: int, graph_seed: bytes) -> None:
+        self._participants = participants
+        self._index = {cid: i for i, cid in enumerate(participants)}
+        self._graph = Graph(len(participants), k, graph_seed)
+
+    def of(self, client_id: int) -> frozenset[int]:
+        """The neighbours of client_id (never the client itself)."""
+        parts = self._participants
+        return frozenset(parts[j] for j in self._graph.neighbours(self._index[client_id]))
+
+
+@functools.lru_cache(maxsize=16)
+def neighbourhoods(participants: tuple[int, ...], k: int, graph_seed: bytes) -> Neighbourhoods:
+    """Cached: the graph is a pure function of public round parameters."""
+    return Neighbourhoods(participants, k, graph_seed)

@@ -1,0 +1,606 @@
+"""The server side of SecAgg+ as a sans-IO state machine.
+
+`ServerSession.start(now)` opens the round; `receive(sender, message, now)` takes one client message, whose
+sender is the id the transport authenticated (never a field of the message); `poll(now)` closes a stage
+whose deadline passed. Each returns events: `Send` (a message for one client) and `Audit` (an append-only
+record without secrets). The masked inputs are summed in place as they arrive (memory O(D), plus one
+staging buffer per client that streams in several chunks). The result is the exact modular sum over the
+survivors, or a typed `RoundAborted`: never a silently wrong sum.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from secagg.crypto import shamir
+from secagg.crypto.keys import (
+    X25519KeyPair,
+    check_x25519_public,
+    verify_signature,
+    x25519_public_from_private,
+)
+from secagg.crypto.prg import MaskExpander
+from secagg.crypto.secret import SecretBytes
+from secagg.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    EncodingError,
+    InvalidPeerKeyError,
+    RoundAborted,
+    ShamirError,
+)
+from secagg.native.quantise import dequantise  # type: ignore[import-not-found, unused-ignore]
+from secagg.protocol import recipes
+from secagg.protocol.config import Mode, RoundConfig, StageTimeouts
+from secagg.protocol.messages import (
+    AdvertiseKeys,
+    ClientAbort,
+    ClientMessage,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyAdvertisement,
+    KeysBroadcast,
+    MaskedInputChunk,
+    RoundComplete,
+    ServerAbort,
+    ServerMessage,
+    SetupRequest,
+    ShareKeys,
+    SharesDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.protocol.rules import SERVER_NEXT, SERVER_STAGE, TERMINAL_SERVER, ServerState, server_accepts
+from secagg.ring import Ring
+
+log = logging.getLogger("secagg.server")
+
+MAX_CHUNKS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Send:
+    """Deliver `message` to client `to`."""
+
+    to: int
+    message: ServerMessage
+
+
+@dataclass(frozen=True)
+class Audit:
+    """One audit record: what happened, to whom, why. Never carries secret material."""
+
+    event: str
+    client: int | None = None
+    detail: str = ""
+    stage: str = ""
+
+
+ServerEvent = Send | Audit
+
+
+@dataclass(frozen=True, eq=False)
+class AggregateResult:
+    """The round's output: the exact ring sum over `survivors` and, decoded, their weighted mean."""
+
+    session_id: bytes
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    sum: NDArray[Any]
+    total_weight: int
+    mean: NDArray[np.float64]
+
+
+@dataclass
+class _Staging:
+    """A client's masked input while its chunks arrive; added to the sum only when complete and valid."""
+
+    count: int
+    received: int = 0
+    offset: int = 0
+    buffer: NDArray[Any] | None = None
+    chunks: list[bytes] = field(default_factory=list)
+
+
+class ServerSession:
+    """The aggregation server's side of one round."""
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        *,
+        roster: Mapping[int, bytes] | None = None,
+        timeouts: StageTimeouts | None = None,
+        expander: MaskExpander | None = None,
+        max_staging_clients: int | None = None,
+    ) -> None:
+        if config.mode is Mode.HARDENED:
+            if roster is None:
+                raise ConfigurationError("hardened mode needs the roster of identity keys")
+            missing = [p for p in config.participants if p not in roster]
+            if missing:
+                raise ConfigurationError(f"participants without a roster key: {missing[:5]}")
+        self.config = config
+        self.roster = dict(roster) if roster is not None else None
+        self.timeouts = timeouts or StageTimeouts()
+        self.state = ServerState.NOT_STARTED
+        self.deadline: float = float("inf")
+        self.error: RoundAborted | None = None
+        self.result: AggregateResult | None = None
+        self.session_id: bytes | None = None
+        self.ring = Ring(config.modulus)
+        self._expander = (
+            expander if expander is not None and expander.ring == self.ring else MaskExpander(self.ring)
+        )
+        self._hood = recipes.neighbourhoods(config.participants, config.k, config.graph_seed)
+        self._tag = config.round_tag()
+        self._max_staging = max_staging_clients
+        self._expected: set[int] = set()
+        self._rejected: set[int] = set()
+        self._ads: dict[int, KeyAdvertisement] = {}
+        self._shares: dict[int, ShareKeys] = {}
+        self._u1: tuple[int, ...] = ()
+        self._u2: tuple[int, ...] = ()
+        self._u3: tuple[int, ...] = ()
+        self._staging: dict[int, _Staging] = {}
+        self._complete: set[int] = set()
+        self._acc: NDArray[Any] | None = None
+        self._signatures: dict[int, bytes] = {}
+        self._responders: tuple[int, ...] = ()
+        self._unmask: dict[int, UnmaskResponse] = {}
+        self._sent_unmask: dict[int, UnmaskRequest] = {}
+        self._fixed: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"ServerSession(state={self.state.value}, n={self.config.n})"
+
+    # ------------------------------------------------------------------ driving
+
+    def start(self, now: float) -> list[ServerEvent]:
+        """Open the round: send the configuration to every participant."""
+        if self.state is not ServerState.NOT_STARTED:
+            raise RoundAborted("ALREADY_STARTED", "start() called twice")
+        self._enter(ServerState.COLLECT_KEYS, now, set(self.config.participants))
+        out: list[ServerEvent] = [
+            Audit("round-started", detail=f"n={self.config.n} mode={self.config.mode.value}")
+        ]
+        out += [Send(p, SetupRequest(self.config)) for p in self.config.participants]
+        return out
+
+    def receive(self, sender: int, message: ClientMessage, now: float) -> list[ServerEvent]:
+        """Take one message from an authenticated sender. Bad messages are rejected, never raised."""
+        out: list[ServerEvent] = []
+        if now >= self.deadline and self.state not in TERMINAL_SERVER:
+            out += self._close(now)
+        if not server_accepts(self.state, message):
+            # B6/C7: a message for another stage, a late one, or after completion: no state change.
+            return [
+                *out,
+                self._audit("message-rejected", sender, f"{type(message).__name__} in {self.state.value}"),
+            ]
+        if sender not in self.config.participants:
+            return [*out, self._audit("message-rejected", sender, "sender is not a participant")]
+        if isinstance(message, ClientAbort):
+            out.append(self._audit("client-aborted", sender, f"{message.code}: {message.reason}"[:200]))
+            self._drop(sender)
+        elif sender not in self._expected:
+            out.append(self._audit("message-rejected", sender, "not expected in this stage"))
+        else:
+            out += self._handle(sender, message)
+        if self._stage_complete():
+            out += self._close(now)
+        return out
+
+    def poll(self, now: float) -> list[ServerEvent]:
+        """Close the current stage if its deadline has passed (C7: the slow are treated as dropped)."""
+        if self.state in TERMINAL_SERVER or self.state is ServerState.NOT_STARTED or now < self.deadline:
+            return []
+        return self._close(now)
+
+    def abort(self, code: str, reason: str) -> list[ServerEvent]:
+        """Stop the round (e.g. on shutdown): every live client is told to erase its round secrets."""
+        return self._abort(RoundAborted(code, reason))
+
+    # ------------------------------------------------------------------ per-stage handling
+
+    def _handle(self, sender: int, msg: ClientMessage) -> list[ServerEvent]:
+        if isinstance(msg, AdvertiseKeys):
+            return self._on_advertise(sender, msg)
+        if isinstance(msg, ShareKeys):
+            return self._on_share_keys(sender, msg)
+        if isinstance(msg, MaskedInputChunk):
+            return self._on_chunk(sender, msg)
+        if isinstance(msg, ConsistencySignature):
+            return self._on_signature(sender, msg)
+        if isinstance(msg, UnmaskResponse):
+            return self._on_unmask(sender, msg)
+        return []  # pragma: no cover - server_accepts filters
+
+    def _duplicate(self, sender: int, first: object, again: object) -> list[ServerEvent]:
+        """B5: an identical duplicate is ignored; a conflicting one is rejected and the first stands."""
+        if first == again:
+            return [self._audit("duplicate-ignored", sender)]
+        return [self._audit("conflicting-duplicate-rejected", sender, "first message stands")]
+
+    def _on_advertise(self, sender: int, msg: AdvertiseKeys) -> list[ServerEvent]:
+        if sender in self._ads:
+            return self._duplicate(sender, AdvertiseKeys(self._tag, self._ads[sender]), msg)
+        adv = msg.advertisement
+        if msg.round_tag != self._tag:
+            return self._reject(sender, "advertisement for another round or configuration")
+        if adv.client_id != sender:  # B8: the id comes from the transport's authentication
+            return self._reject(sender, f"claims id {adv.client_id}")
+        try:
+            check_x25519_public(adv.enc_public)
+            check_x25519_public(adv.mask_public)
+        except InvalidPeerKeyError as exc:  # A12: a bad key never reaches the peers
+            return self._reject(sender, str(exc))
+        if adv.enc_public == adv.mask_public or any(
+            adv.enc_public in (a.enc_public, a.mask_public)
+            or adv.mask_public in (a.enc_public, a.mask_public)
+            for a in self._ads.values()
+        ):
+            return self._reject(sender, "reuses a public key")
+        if self.config.mode is Mode.HARDENED:
+            assert self.roster is not None
+            payload = recipes.advertisement_payload(self._tag, sender, adv.enc_public, adv.mask_public)
+            try:
+                verify_signature(self.roster[sender], adv.signature, payload, context=recipes.SIG_ADVERTISE)
+            except AuthenticationError:
+                return self._reject(sender, "advertisement not signed by its roster identity")
+        self._ads[sender] = adv
+        return []
+
+    def _on_share_keys(self, sender: int, msg: ShareKeys) -> list[ServerEvent]:
+        if sender in self._shares:
+            return self._duplicate(sender, self._shares[sender], msg)
+        if msg.session_id != self.session_id:
+            return self._reject(sender, "shares for another session")
+        recipients = [r for r, _ in msg.ciphertexts]
+        expected = sorted(self._hood.of(sender) & set(self._u1))
+        if recipients != expected:  # B7: non-neighbours, itself, missing or duplicate recipients
+            return self._reject(sender, "share recipients are not exactly its neighbours with keys")
+        if any(len(ct) != _SHARE_CT_BYTES for _, ct in msg.ciphertexts):
+            return self._reject(sender, "malformed share ciphertext")
+        self._shares[sender] = msg
+        return []
+
+    def _on_chunk(self, sender: int, msg: MaskedInputChunk) -> list[ServerEvent]:
+        if sender in self._complete:  # B5: a chunk after completion changes nothing
+            return [self._audit("late-chunk-ignored", sender, "masked input already complete")]
+        cfg, length = self.config, self.config.vector_length
+        if msg.session_id != self.session_id:
+            return self._reject(sender, "masked input for another session")
+        st = self._staging.get(sender)
+        if st is None:
+            if not 1 <= msg.count <= min(MAX_CHUNKS, length):
+                return self._reject(sender, "bad chunk count")
+            if msg.count > 1 and self._max_staging is not None and len(self._staging) >= self._max_staging:
+                return self._reject(sender, "too many clients streaming at once")
+            st = _Staging(count=msg.count)
+        data = msg.data
+        if msg.count != st.count or msg.index != st.received or msg.offset != st.offset:
+            return self._reject(sender, "chunk out of order, or a changed chunk count")
+        if (
+            not isinstance(data, np.ndarray)
+            or data.dtype != self.ring.dtype
+            or data.ndim != 1
+            or data.size == 0
+        ):
+            return self._reject(sender, "chunk of the wrong dtype or shape")
+        end = msg.offset + data.shape[0]
+        last = msg.index == st.count - 1
+        if end > length or (last and end != length):
+            return self._reject(sender, "masked vector of the wrong length")
+        narrow = not self.ring.is_power_of_two or cfg.modulus < (1 << (8 * self.ring.word_bytes))
+        if narrow and int(data.max()) >= cfg.modulus:  # B1: an element outside the ring
+            return self._reject(sender, "element >= modulus")
+        acc = self._accumulator()
+        if st.count == 1:
+            self.ring.add_into(acc, data)  # the common case: no staging copy at all
+        else:
+            if st.buffer is None:
+                st.buffer = self.ring.zeros(length)
+            st.buffer[msg.offset : end] = data
+        st.received += 1
+        st.offset = end
+        self._staging[sender] = st
+        if last:
+            if st.buffer is not None:
+                self.ring.add_into(acc, st.buffer)
+            del self._staging[sender]
+            self._complete.add(sender)
+        return []
+
+    def _on_signature(self, sender: int, msg: ConsistencySignature) -> list[ServerEvent]:
+        if sender in self._signatures:
+            return self._duplicate(sender, self._signatures[sender], msg.signature)
+        assert self.roster is not None and self.session_id is not None
+        if msg.session_id != self.session_id:
+            return self._reject(sender, "signature for another session")
+        payload = recipes.consistency_payload(self.session_id, self._u3)
+        try:
+            verify_signature(self.roster[sender], msg.signature, payload, context=recipes.SIG_CONSISTENCY)
+        except AuthenticationError:
+            return self._reject(sender, "consistency signature does not verify")
+        self._signatures[sender] = msg.signature
+        return []
+
+    def _on_unmask(self, sender: int, msg: UnmaskResponse) -> list[ServerEvent]:
+        if sender in self._unmask:
+            return self._duplicate(sender, self._unmask[sender], msg)
+        if msg.session_id != self.session_id:
+            return self._reject(sender, "unmask response for another session")
+        req = self._sent_unmask[sender]
+        seed_owners = [o for o, _ in msg.seed_shares]
+        key_owners = [o for o, _ in msg.key_shares]
+        if seed_owners != sorted({*req.alive, sender}) or key_owners != list(req.dropped):
+            return self._reject(sender, "unmask response does not answer the request")  # B3
+        try:
+            for _, blob in (*msg.seed_shares, *msg.key_shares):
+                if shamir.Share.from_bytes(blob).x != sender:
+                    return self._reject(sender, "share x-coordinate is not the responder's id")
+        except (EncodingError, ShamirError):
+            return self._reject(sender, "undecodable share")
+        self._unmask[sender] = msg
+        return []
+
+    # ------------------------------------------------------------------ stage transitions
+
+    def _stage_complete(self) -> bool:
+        if self.state is ServerState.COLLECT_KEYS:
+            return self._expected <= self._ads.keys()
+        if self.state is ServerState.COLLECT_SHARES:
+            return self._expected <= self._shares.keys()
+        if self.state is ServerState.COLLECT_MASKED:
+            return self._expected <= self._complete
+        if self.state is ServerState.COLLECT_SIGNATURES:
+            return self._expected <= self._signatures.keys()
+        if self.state is ServerState.COLLECT_UNMASK:
+            return self._expected <= self._unmask.keys()
+        return False
+
+    def _close(self, now: float) -> list[ServerEvent]:
+        """Close the current stage: whoever has not answered in full is dropped; then open the next one."""
+        state = self.state
+        stage = SERVER_STAGE[state].value
+        try:
+            if state is ServerState.COLLECT_KEYS:
+                return self._after_keys(now, stage)
+            if state is ServerState.COLLECT_SHARES:
+                return self._after_shares(now, stage)
+            if state is ServerState.COLLECT_MASKED:
+                return self._after_masked(now, stage)
+            if state is ServerState.COLLECT_SIGNATURES:
+                return self._after_signatures(now, stage)
+            if state is ServerState.COLLECT_UNMASK:
+                return self._finalise(stage)
+        except RoundAborted as exc:
+            return self._abort(exc)
+        return []  # pragma: no cover
+
+    def _require(self, survivors: int, what: str) -> None:
+        cfg = self.config
+        floor = max(cfg.t, cfg.min_aggregate)
+        if survivors < floor:
+            raise RoundAborted(
+                "TOO_FEW_CLIENTS", f"{survivors} {what}, fewer than max(t, min_aggregate)={floor}"
+            )
+
+    def _after_keys(self, now: float, stage: str) -> list[ServerEvent]:
+        u1 = tuple(sorted(self._ads))
+        self._require(len(u1), "clients advertised keys")
+        ads = tuple(self._ads[c] for c in u1)
+        self._u1 = u1
+        self.session_id = recipes.session_id(self._tag, ads)
+        out: list[ServerEvent] = [self._stage_audit(stage, u1)]
+        self._enter(SERVER_NEXT[self.config.mode][self.state], now, set(u1))
+        msg = KeysBroadcast(round_tag=self._tag, session_id=self.session_id, advertisements=ads)
+        return out + [Send(c, msg) for c in u1]
+
+    def _after_shares(self, now: float, stage: str) -> list[ServerEvent]:
+        u2 = tuple(sorted(self._shares))
+        self._require(len(u2), "clients shared keys")
+        self._u2 = u2
+        assert self.session_id is not None
+        inbox: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        for sender in u2:
+            for recipient, ct in self._shares[sender].ciphertexts:
+                if recipient in self._shares:
+                    inbox[recipient].append((sender, ct))
+        out: list[ServerEvent] = [self._stage_audit(stage, u2)]
+        self._enter(SERVER_NEXT[self.config.mode][self.state], now, set(u2))
+        for c in u2:
+            out.append(Send(c, SharesDelivery(session_id=self.session_id, ciphertexts=tuple(inbox[c]))))
+        return out
+
+    def _after_masked(self, now: float, stage: str) -> list[ServerEvent]:
+        out: list[ServerEvent] = []
+        for c in sorted(self._staging):  # incomplete streams: rejected (and their partial data discarded)
+            out.append(self._audit("client-rejected", c, "masked input incomplete at the deadline"))
+        self._staging.clear()
+        u3 = tuple(sorted(self._complete))
+        self._require(len(u3), "masked inputs")
+        self._u3 = u3
+        out.append(self._stage_audit(stage, u3))
+        assert self.session_id is not None
+        self._enter(SERVER_NEXT[self.config.mode][self.state], now, set(u3))
+        if self.state is ServerState.COLLECT_SIGNATURES:
+            msg = ConsistencyRequest(session_id=self.session_id, survivors=u3)
+            return out + [Send(c, msg) for c in u3]
+        return out + self._send_unmask(u3, ())
+
+    def _after_signatures(self, now: float, stage: str) -> list[ServerEvent]:
+        u4 = tuple(sorted(self._signatures))
+        self._require(len(u4), "consistency signatures")
+        out: list[ServerEvent] = [self._stage_audit(stage, u4)]
+        self._enter(SERVER_NEXT[self.config.mode][self.state], now, set(u4))
+        sigs = tuple((c, self._signatures[c]) for c in u4)
+        return out + self._send_unmask(u4, sigs)
+
+    def _send_unmask(
+        self, recipients: tuple[int, ...], sigs: tuple[tuple[int, bytes], ...]
+    ) -> list[ServerEvent]:
+        assert self.session_id is not None
+        u2, u3 = set(self._u2), set(self._u3)
+        out: list[ServerEvent] = []
+        hardened = self.config.mode is Mode.HARDENED
+        for c in recipients:
+            hood = self._hood.of(c) & u2
+            req = UnmaskRequest(
+                session_id=self.session_id,
+                alive=tuple(sorted(hood & u3)),
+                dropped=tuple(sorted(hood - u3)),
+                survivors=self._u3 if hardened else (),
+                signatures=sigs,
+            )
+            self._sent_unmask[c] = req
+            out.append(Send(c, req))
+        return out
+
+    def _finalise(self, stage: str) -> list[ServerEvent]:
+        responders = tuple(sorted(self._unmask))
+        self._responders = responders
+        out: list[ServerEvent] = [self._stage_audit(stage, responders)]
+        acc = self._accumulator()
+        cfg = self.config
+        assert self.session_id is not None
+        sid = self.session_id
+        dropped = tuple(c for c in self._u2 if c not in set(self._u3))
+        # Collect the shares each secret owner's neighbours (and, for seeds, the owner itself) revealed.
+        seed_shares: dict[int, list[shamir.Share]] = defaultdict(list)
+        key_shares: dict[int, list[shamir.Share]] = defaultdict(list)
+        for r in responders:
+            resp = self._unmask[r]
+            for owner, blob in resp.seed_shares:
+                seed_shares[owner].append(shamir.Share.from_bytes(blob))
+            for owner, blob in resp.key_shares:
+                key_shares[owner].append(shamir.Share.from_bytes(blob))
+        seeds = self._reconstruct(
+            self._u3,
+            seed_shares,
+            lambda o, s: recipes.seed_commitment(sid, o, s) == self._shares[o].seed_commitment,
+        )
+        keys = self._reconstruct(
+            dropped, key_shares, lambda o, s: x25519_public_from_private(s) == self._ads[o].mask_public
+        )
+        out += [self._audit("shares-corrected", o, "a corrupted share was set aside") for o in self._fixed]
+        for owner in self._u3:
+            self._expander.accumulate(acc, seeds[owner], -1)
+        u3 = set(self._u3)
+        for gone in dropped:
+            pair = X25519KeyPair(keys[gone])
+            for peer in sorted(self._hood.of(gone) & u3):
+                # the peer added sign(peer, gone) * PRG(seed); subtract exactly that
+                seed = recipes.pairwise_seed(pair.agree(self._ads[peer].mask_public), sid, peer, gone)
+                self._expander.accumulate(acc, seed, -recipes.pairwise_sign(peer, gone))
+        total_weight = int(acc[-1])
+        if not 1 <= total_weight <= len(self._u3) * cfg.max_weight:
+            raise RoundAborted("BAD_AGGREGATE", "total weight outside its possible range")
+        try:
+            mean = dequantise(acc[:-1], total_weight, cfg.clip, cfg.bits)
+        except ConfigurationError:
+            raise RoundAborted(
+                "BAD_AGGREGATE", "aggregate outside the range honest inputs can reach"
+            ) from None
+        self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, mean)
+        self.state = ServerState.DONE
+        self.deadline = float("inf")
+        out.append(self._audit("round-completed", detail=f"survivors={len(self._u3)} dropped={len(dropped)}"))
+        done = RoundComplete(session_id=sid, survivors=self._u3)
+        return out + [Send(c, done) for c in self._u3]
+
+    def _reconstruct(
+        self,
+        owners: tuple[int, ...],
+        shares: dict[int, list[shamir.Share]],
+        check: Callable[[int, SecretBytes], bool],
+    ) -> dict[int, SecretBytes]:
+        """Recover each owner's secret from >= t shares and check it against its commitment (B4).
+
+        Owners whose shares come from the same responders are reconstructed in one vectorised batch; a
+        secret that fails its check is retried on other t-subsets, and the round aborts if none passes.
+        """
+        t = self.config.t
+        out: dict[int, SecretBytes] = {}
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for owner in owners:
+            have = shares.get(owner, [])
+            if len(have) < t:
+                raise RoundAborted("TOO_FEW_SHARES", f"{len(have)} shares for client {owner}, t={t}")
+            have.sort(key=lambda s: s.x)
+            groups[tuple(s.x for s in have[:t])].append(owner)
+        for xs, group in groups.items():
+            ys = np.array([[shares[o][i].y for i in range(t)] for o in group], dtype=np.uint32)
+            try:
+                batch: list[SecretBytes | None] = list(shamir.reconstruct_many(xs, ys))
+            except ShamirError:
+                batch = [None] * len(group)
+            for owner, secret in zip(group, batch, strict=True):
+                if secret is not None and check(owner, secret):
+                    out[owner] = secret
+                    continue
+                try:
+                    secret, _ = shamir.reconstruct_verified(shares[owner], t, functools.partial(check, owner))
+                except ShamirError:
+                    raise RoundAborted("CORRUPT_SHARES", f"no consistent shares for client {owner}") from None
+                self._fixed.append(owner)
+                out[owner] = secret
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _accumulator(self) -> NDArray[Any]:
+        if self._acc is None:
+            self._acc = self.ring.zeros(self.config.vector_length)
+        return self._acc
+
+    def _enter(self, state: ServerState, now: float, expected: set[int]) -> None:
+        self.state = state
+        self._expected = expected - self._rejected
+        stage = SERVER_STAGE[state]
+        self.deadline = now + getattr(self.timeouts, stage.value.replace("-", "_"))
+
+    def _drop(self, client: int) -> None:
+        self._expected.discard(client)
+        self._staging.pop(client, None)
+
+    def _reject(self, client: int, why: str) -> list[ServerEvent]:
+        self._rejected.add(client)
+        self._drop(client)
+        return [self._audit("client-rejected", client, why)]
+
+    def _audit(self, event: str, client: int | None = None, detail: str = "") -> Audit:
+        stage = SERVER_STAGE[self.state].value if self.state in SERVER_STAGE else self.state.value
+        if event in ("client-rejected", "message-rejected", "conflicting-duplicate-rejected"):
+            log.info("%s client=%s stage=%s %s", event, client, stage, detail)
+        return Audit(event, client, detail, stage)
+
+    def _stage_audit(self, stage: str, kept: tuple[int, ...]) -> Audit:
+        missing = sorted(self._expected - set(kept))
+        return Audit("stage-closed", None, f"kept={len(kept)} dropped={missing[:50]}", stage)
+
+    def _abort(self, exc: RoundAborted) -> list[ServerEvent]:
+        if self.state in TERMINAL_SERVER:
+            return []
+        self.error = exc
+        self.state = ServerState.ABORTED
+        self.deadline = float("inf")
+        self._acc = None
+        self._staging.clear()
+        log.warning("round aborted: %s", exc)
+        live = set(self._ads) | set(self.config.participants)
+        notice = ServerAbort(round_tag=self._tag, code=exc.code, reason=exc.reason)
+        return [Audit("round-aborted", None, str(exc)), *[Send(c, notice) for c in sorted(live)]]
+
+
+# nonce + (u32 sender, u32 recipient, two 68-byte shares) + tag
+_SHARE_CT_BYTES = 12 + 8 + 2 * shamir.Share.ENCODED_LEN + 16
