@@ -1,0 +1,1 @@
+"""Transports that drive the protocol sessions: in-process (simulation, tests) and gRPC (deployment)."""
