@@ -23,14 +23,14 @@ SIGNATURE_BYTES = 64
 class X25519KeyPair(NoPickle):
     """An X25519 key pair for one round and one purpose (mask agreement or share encryption)."""
 
-    __slots__ = ("_private", "public_bytes")
+    __slots__ = ("_key", "_private", "public_bytes")
 
     def __init__(self, private: SecretBytes) -> None:
         if len(private) != KEY_BYTES:
             raise ConfigurationError("an X25519 private key is 32 bytes")
         self._private = private
-        key = X25519PrivateKey.from_private_bytes(private.expose_secret())
-        self.public_bytes: bytes = key.public_key().public_bytes_raw()
+        self._key = X25519PrivateKey.from_private_bytes(private.expose_secret())
+        self.public_bytes: bytes = self._key.public_key().public_bytes_raw()
 
     @classmethod
     def generate(cls, rng: RandomSource) -> X25519KeyPair:
@@ -45,9 +45,8 @@ class X25519KeyPair(NoPickle):
     def agree(self, peer_public: bytes) -> SecretBytes:
         """X25519 shared secret with a peer; InvalidPeerKeyError for malformed or low-order keys."""
         peer = _load_x25519_public(peer_public)
-        key = X25519PrivateKey.from_private_bytes(self._private.expose_secret())
         try:
-            shared = key.exchange(peer)
+            shared = self._key.exchange(peer)
         except ValueError:  # pyca refuses an all-zero shared secret (low-order point)
             raise InvalidPeerKeyError("peer public key has low order") from None
         if shared == bytes(KEY_BYTES):  # pragma: no cover - pyca already refuses this

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -44,7 +45,6 @@ import numpy.typing as npt
 
 from secagg.crypto.rng import RandomSource
 from secagg.crypto.secret import NoPickle, SecretBytes
-from secagg.encoding import Reader, Writer
 from secagg.errors import EncodingError, ShamirError
 from secagg.native import field  # type: ignore[import-not-found, unused-ignore]
 
@@ -62,6 +62,7 @@ LAGRANGE_CACHE_SIZE = 512
 """How many x-sets keep their Lagrange coefficients cached."""
 
 _MASK31 = np.uint32(0x7FFFFFFF)
+_SHARE_STRUCT = struct.Struct(f">{1 + LIMBS}I")  # the canonical encoding: u32 BE x, then 16 x u32 BE y
 
 U32Array = npt.NDArray[np.uint32]
 
@@ -96,20 +97,15 @@ class Share(NoPickle):
 
     def to_bytes(self) -> bytes:
         """The canonical 68-byte encoding: u32 BE x, then 16 x u32 BE y."""
-        w = Writer().u32(self.x)
-        for v in self.y:
-            w.u32(v)
-        return w.getvalue()
+        return _SHARE_STRUCT.pack(self.x, *self.y)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         """Decode a share; wrong length is EncodingError, x = 0, x >= p or y >= p is ShamirError."""
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) != SHARE_BYTES:
             raise EncodingError(f"a share is exactly {SHARE_BYTES} bytes")
-        r = Reader(data)
-        x = r.u32()
-        y = tuple(r.u32() for _ in range(LIMBS))
-        r.finish()
+        x, *y = _SHARE_STRUCT.unpack(bytes(data))
+        y = tuple(y)
         return cls(x, y)
 
 

@@ -102,7 +102,16 @@ InputProvider = Callable[[RoundConfig], ClientInput]
 class _RoundSecrets(NoPickle):
     """Everything secret a client holds for one round; dropped as a whole when the round ends."""
 
-    __slots__ = ("enc", "key_shares", "mask", "own_key_share", "own_seed_share", "seed", "seed_shares")
+    __slots__ = (
+        "enc",
+        "key_shares",
+        "mask",
+        "own_key_share",
+        "own_seed_share",
+        "pair_keys",
+        "seed",
+        "seed_shares",
+    )
 
     def __init__(self, enc: X25519KeyPair, mask: X25519KeyPair) -> None:
         self.enc = enc
@@ -112,6 +121,7 @@ class _RoundSecrets(NoPickle):
         self.own_key_share: shamir.Share | None = None
         self.seed_shares: dict[int, shamir.Share] = {}  # peer -> my share of the peer's self-mask seed
         self.key_shares: dict[int, shamir.Share] = {}  # peer -> my share of the peer's mask private key
+        self.pair_keys: dict[int, SecretBytes] = {}  # peer -> share-encryption key of the pair
 
 
 class ClientSession(NoPickle):
@@ -353,6 +363,7 @@ class ClientSession(NoPickle):
                 secrets.own_seed_share, secrets.own_key_share = seed_share, key_share
                 continue
             key = recipes.share_key(secrets.enc, peers[x].enc_public, sid, me, x)
+            secrets.pair_keys[x] = key  # the same key opens the peer's shares to us
             plaintext = recipes.encode_share_plaintext(me, x, seed_share, key_share)
             ad = recipes.share_associated_data(sid, me, x)
             cts.append((x, aead.seal(key, plaintext, associated_data=ad, rng=self._rng)))
@@ -370,7 +381,7 @@ class ClientSession(NoPickle):
         for sender, ct in msg.ciphertexts:
             if sender not in self._neighbours:
                 raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {sender}, not a neighbour with keys")
-            key = recipes.share_key(secrets.enc, self._peers[sender].enc_public, sid, me, sender)
+            key = secrets.pair_keys[sender]
             plaintext = aead.open_sealed(
                 key, ct, associated_data=recipes.share_associated_data(sid, sender, me)
             )
