@@ -104,9 +104,8 @@ class Share(NoPickle):
         """Decode a share; wrong length is EncodingError, x = 0, x >= p or y >= p is ShamirError."""
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) != SHARE_BYTES:
             raise EncodingError(f"a share is exactly {SHARE_BYTES} bytes")
-        x, *y = _SHARE_STRUCT.unpack(bytes(data))
-        y = tuple(y)
-        return cls(x, y)
+        values = _SHARE_STRUCT.unpack(bytes(data))
+        return cls(values[0], values[1:])
 
 
 def split(secret: SecretBytes, xs: Sequence[int], t: int, rng: RandomSource) -> list[Share]:
