@@ -18,7 +18,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import uint32, uint64, void
+from numba import int64, uint8, uint32, uint64, void
 from numpy.typing import NDArray
 
 from secagg.errors import ConfigurationError
@@ -35,7 +35,12 @@ __all__ = [
     "add_pow2_u64",
     "add_pow2_u64_reference",
     "dtype_for_modulus",
+    "fill_rejection_blocks",
+    "fill_rejection_blocks_reference",
     "is_valid_modulus",
+    "select_kernel",
+    "select_rejection",
+    "select_rejection_reference",
     "sub_into",
     "sub_mod_u32",
     "sub_mod_u32_reference",
@@ -55,19 +60,20 @@ _ONE = np.uint64(1)
 # ---------------------------------------------------------------------------------------------- kernels
 
 
-@numba.njit(void(uint32[::1], uint32[::1], uint64), cache=True, nogil=True)
+@numba.njit(void(uint32[::1], uint32[::1], uint32), cache=True, nogil=True)
 def add_pow2_u32(acc: Any, x: Any, mask: Any) -> None:
     """acc = (acc + x) & mask on uint32 (M = mask + 1 <= 2^32 a power of two); x need not be reduced."""
+    # A uint32 mask lets LLVM narrow the widened sum back to 32-bit SIMD lanes.
     for i in range(acc.shape[0]):
-        acc[i] = (np.uint64(acc[i]) + np.uint64(x[i])) & mask
+        acc[i] = np.uint32((np.uint64(acc[i]) + np.uint64(x[i])) & np.uint64(mask))
 
 
-@numba.njit(void(uint32[::1], uint32[::1], uint64), cache=True, nogil=True)
+@numba.njit(void(uint32[::1], uint32[::1], uint32), cache=True, nogil=True)
 def sub_pow2_u32(acc: Any, x: Any, mask: Any) -> None:
     """acc = (acc - x) & mask on uint32 (M = mask + 1 <= 2^32 a power of two); x need not be reduced."""
     for i in range(acc.shape[0]):
         # 2^32 - x[i] >= 1, so the sum stays positive and below 2^33: no overflow, then reduce.
-        acc[i] = (np.uint64(acc[i]) + (np.uint64(4294967296) - np.uint64(x[i]))) & mask
+        acc[i] = np.uint32((np.uint64(acc[i]) + (np.uint64(4294967296) - np.uint64(x[i]))) & np.uint64(mask))
 
 
 @numba.njit(void(uint64[::1], uint64[::1], uint64), cache=True, nogil=True)
@@ -124,6 +130,52 @@ def sub_mod_u64(acc: Any, x: Any, m: Any) -> None:
         acc[i] = a - b if a >= b else a + (m - b)
 
 
+# Rejection-sampling helpers for the mask PRG (secagg.crypto.prg): build the AES-ECB input blocks
+# BE64(j) || BE64(i) for the still-pending elements, then keep the first candidate < M of each.
+
+
+@numba.njit(void(uint64, uint64, int64[::1], int64, uint8[::1]), cache=True, nogil=True)
+def fill_rejection_blocks(j: Any, first: Any, pending: Any, k: Any, blocks: Any) -> None:
+    """blocks[16t : 16t+16] = BE64(j) || BE64(first + pending[t]) for t < k (byte order independent)."""
+    for t in range(k):
+        i = first + np.uint64(pending[t])
+        base = 16 * t
+        for b in range(8):
+            shift = np.uint64(56 - 8 * b)
+            blocks[base + b] = np.uint8((j >> shift) & np.uint64(255))
+            blocks[base + 8 + b] = np.uint8((i >> shift) & np.uint64(255))
+
+
+@numba.njit(
+    [
+        int64(uint64[::1], uint64, uint64, int64[::1], int64, uint32[::1]),
+        int64(uint64[::1], uint64, uint64, int64[::1], int64, uint64[::1]),
+    ],
+    cache=True,
+    nogil=True,
+)
+def select_rejection(cands: Any, low_bits: Any, modulus: Any, pending: Any, k: Any, out: Any) -> Any:
+    """For t < k: out[pending[t]] = first of (cands[2t], cands[2t+1]) & low_bits that is < modulus.
+
+    Elements with no accepted candidate stay pending: they are compacted to the front of `pending`, and
+    their count is returned.
+    """
+    left = 0
+    for t in range(k):
+        pos = pending[t]
+        c0 = cands[2 * t] & low_bits
+        if c0 < modulus:
+            out[pos] = c0
+            continue
+        c1 = cands[2 * t + 1] & low_bits
+        if c1 < modulus:
+            out[pos] = c1
+            continue
+        pending[left] = pos
+        left += 1
+    return left
+
+
 # ------------------------------------------------------------------------------------- reference twins
 # Exact Python-integer arithmetic: slow, obviously right, independent of the kernels'
 # overflow-avoiding formulas.
@@ -174,6 +226,37 @@ def sub_mod_u64_reference(acc: NDArray[np.uint64], x: NDArray[np.uint64], m: int
     _exact(acc, x, int(m), -1)
 
 
+def fill_rejection_blocks_reference(
+    j: int, first: int, pending: NDArray[np.int64], k: int, blocks: NDArray[np.uint8]
+) -> None:
+    """Twin of fill_rejection_blocks."""
+    for t in range(int(k)):
+        i = int(first) + int(pending[t])
+        blocks[16 * t : 16 * t + 16] = np.frombuffer(
+            int(j).to_bytes(8, "big") + i.to_bytes(8, "big"), np.uint8
+        )
+
+
+def select_rejection_reference(
+    cands: NDArray[np.uint64],
+    low_bits: int,
+    modulus: int,
+    pending: NDArray[np.int64],
+    k: int,
+    out: NDArray[Any],
+) -> int:
+    """Twin of select_rejection."""
+    pairs = cands[: 2 * k].reshape(k, 2) & np.uint64(low_bits)
+    ok0 = pairs[:, 0] < np.uint64(modulus)
+    ok1 = pairs[:, 1] < np.uint64(modulus)
+    accepted = ok0 | ok1
+    pos = pending[:k].copy()
+    out[pos[accepted]] = np.where(ok0, pairs[:, 0], pairs[:, 1])[accepted].astype(out.dtype)
+    rest = pos[~accepted]
+    pending[: rest.size] = rest
+    return int(rest.size)
+
+
 # ------------------------------------------------------------------------------------ typed entry points
 
 
@@ -192,7 +275,7 @@ def dtype_for_modulus(modulus: int) -> np.dtype[Any]:
     return np.dtype(np.uint32) if modulus <= 1 << 32 else np.dtype(np.uint64)
 
 
-def select_kernel(modulus: int, sign: int) -> tuple[Any, np.uint64]:
+def select_kernel(modulus: int, sign: int) -> tuple[Any, np.unsignedinteger[Any]]:
     """The kernel and its scalar argument (mask for powers of two, M otherwise) for this modulus and sign."""
     dtype = dtype_for_modulus(modulus)
     wide = dtype == np.uint64
@@ -203,7 +286,7 @@ def select_kernel(modulus: int, sign: int) -> tuple[Any, np.uint64]:
             if wide
             else (add_pow2_u32 if sign > 0 else sub_pow2_u32)
         )
-        return kernel, np.uint64(modulus - 1)
+        return kernel, (np.uint64(modulus - 1) if wide else np.uint32(modulus - 1))
     kernel = (
         (add_mod_u64 if sign > 0 else sub_mod_u64) if wide else (add_mod_u32 if sign > 0 else sub_mod_u32)
     )

@@ -77,7 +77,8 @@ def operands(draw: st.DrawFn, family: int) -> tuple[int, np.ndarray, np.ndarray]
 def test_kernels_equal_twins(family: int, data: st.DataObject) -> None:
     m, a, b = data.draw(operands(family))
     _, _, _, (add, add_ref), (sub, sub_ref) = FAMILIES[family]
-    arg = np.uint64(m - 1) if m & (m - 1) == 0 else np.uint64(m)
+    arg = kernels.select_kernel(m, +1)[1]
+    assert int(arg) == (m - 1 if m & (m - 1) == 0 else m)
     for kernel, twin, sign in ((add, add_ref, 1), (sub, sub_ref, -1)):
         got, want = a.copy(), a.copy()
         kernel(got, b, arg)
@@ -242,3 +243,45 @@ def test_large_vector_matches_numpy_wraparound() -> None:
         assert np.array_equal(acc, a + b)
         ring.sub_into(acc, a)
         assert np.array_equal(acc, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    j=st.integers(0, 2**64 - 1),
+    first=st.integers(0, 2**62),
+    pending=hnp.arrays(np.int64, st.integers(0, 30), elements=st.integers(0, 2**20)),
+)
+def test_fill_rejection_blocks_equals_twin(j: int, first: int, pending: np.ndarray) -> None:
+    k = pending.size
+    got = np.zeros(16 * k + 16, dtype=np.uint8)
+    want = got.copy()
+    kernels.fill_rejection_blocks(np.uint64(j), np.uint64(first), pending, k, got)
+    kernels.fill_rejection_blocks_reference(j, first, pending, k, want)
+    assert got.tobytes() == want.tobytes()
+    if k:
+        assert got[:16].tobytes() == j.to_bytes(8, "big") + (first + int(pending[0])).to_bytes(8, "big")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    modulus=st.one_of(GENERAL_U32, GENERAL_U64, st.integers(3, 40).filter(lambda m: m & (m - 1) != 0)),
+    data=st.data(),
+)
+def test_select_rejection_equals_twin(modulus: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(0, 30))
+    n = k + data.draw(st.integers(0, 5))
+    low = (1 << (modulus - 1).bit_length()) - 1
+    # Candidates near the bound so that both accepts and rejects happen.
+    near = st.integers(max(0, modulus - 4), min(low, modulus + 4))
+    cands = data.draw(hnp.arrays(np.uint64, 2 * k, elements=st.one_of(st.integers(0, 2**64 - 1), near)))
+    positions = data.draw(st.permutations(list(range(n))))[:k]
+    pending = np.array(positions, dtype=np.int64)
+    dtype = np.uint32 if modulus < 1 << 32 else np.uint64
+    got_out, want_out = np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype)
+    got_pending, want_pending = pending.copy(), pending.copy()
+    got_left = kernels.select_rejection(cands, np.uint64(low), np.uint64(modulus), got_pending, k, got_out)
+    want_left = kernels.select_rejection_reference(cands, low, modulus, want_pending, k, want_out)
+    assert got_left == want_left
+    assert got_pending[:got_left].tolist() == want_pending[:want_left].tolist()
+    assert got_out.tolist() == want_out.tolist()
+    assert all(int(v) < modulus for v in got_out.tolist())

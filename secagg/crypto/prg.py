@@ -82,11 +82,14 @@ class MaskExpander(NoPickle):
 
     __slots__ = (
         "_chunk",
+        "_ecb_cands",
         "_ecb_in",
         "_ecb_out",
         "_ks",
         "_ks_bytes",
         "_ks_words",
+        "_pending",
+        "_positions",
         "_ring",
         "_words",
         "_zeros",
@@ -111,16 +114,22 @@ class MaskExpander(NoPickle):
             self._ks_words: NDArray[Any] = np.frombuffer(
                 self._ks, dtype=ring.dtype.newbyteorder("<"), count=chunk_elems
             )
-            self._ecb_in = np.empty((0, 2), dtype=">u8")
+            self._ecb_in = np.zeros(0, dtype=np.uint8)
             self._ecb_out = bytearray(0)
+            self._ecb_cands = np.zeros(0, dtype="<u8")
+            self._pending = np.zeros(0, dtype=np.int64)
+            self._positions = self._pending
             self._words = np.empty(0, dtype=ring.dtype)
         else:
             self._zeros = memoryview(b"")
             self._ks = bytearray(0)
             self._ks_bytes = np.frombuffer(self._ks, dtype=np.uint8)
             self._ks_words = np.empty(0, dtype=ring.dtype)
-            self._ecb_in = np.empty((chunk_elems, 2), dtype=">u8")
+            self._ecb_in = np.zeros(_BLOCK * chunk_elems, dtype=np.uint8)
             self._ecb_out = bytearray(_BLOCK * chunk_elems + _PAD + 1)
+            self._ecb_cands = np.frombuffer(self._ecb_out, dtype="<u8", count=2 * chunk_elems)
+            self._pending = np.empty(chunk_elems, dtype=np.int64)
+            self._positions = np.arange(chunk_elems, dtype=np.int64)
             self._words = np.empty(chunk_elems, dtype=ring.dtype)
 
     @property
@@ -185,7 +194,8 @@ class MaskExpander(NoPickle):
                 kernel(acc[pos : pos + m], view, arg)
                 pos += m
         finally:
-            self._ks_bytes.fill(0)  # leave no keystream behind in the reused buffer
+            # Leave no keystream behind in the reused buffer (only the bytes this call could have written).
+            self._ks_bytes[: max(skip, min(self._chunk, acc.shape[0]) * w)].fill(0)
 
     # -- other M: rejection sampling from AES-256-ECB blocks BE64(j) || BE64(i) ----------------------------
 
@@ -211,21 +221,16 @@ class MaskExpander(NoPickle):
         """Fill out with elements first .. first+m-1; round j draws only for still-rejected elements."""
         modulus = np.uint64(self._ring.modulus)
         low_bits = np.uint64((1 << self._ring.bits) - 1)
-        pending = np.arange(m, dtype=np.int64)  # positions in out still without an accepted candidate
+        pending = self._pending
+        pending[:m] = self._positions[:m]  # positions in out still without an accepted candidate
+        blocks, cands = self._ecb_in, self._ecb_cands
+        k = m
         j = 0
-        while pending.size:  # terminates: each candidate is accepted with probability > 1/2
-            k = pending.size
-            blocks = self._ecb_in[:k]
-            blocks[:, 0] = j
-            blocks[:, 1] = pending.astype(np.uint64) + np.uint64(first)
-            ecb.update_into(blocks.view(np.uint8).reshape(-1), self._ecb_out)
-            cands = np.frombuffer(self._ecb_out, dtype="<u8", count=2 * k).reshape(k, 2) & low_bits
-            ok0 = cands[:, 0] < modulus
-            ok1 = cands[:, 1] < modulus
-            accepted = ok0 | ok1
-            chosen = np.where(ok0, cands[:, 0], cands[:, 1])
-            out[pending[accepted]] = chosen[accepted]
-            pending = pending[~accepted]
+        while k:  # terminates: each candidate is accepted with probability > 1/2
+            _kernels.fill_rejection_blocks(np.uint64(j), np.uint64(first), pending, k, blocks)
+            ecb.update_into(blocks[: _BLOCK * k], self._ecb_out)
+            words = cands[: 2 * k] if _LITTLE_ENDIAN else cands[: 2 * k].astype(np.uint64)
+            k = _kernels.select_rejection(words, low_bits, modulus, pending, k, out)
             j += 1
 
 
