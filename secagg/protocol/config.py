@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from secagg.encoding import Reader, Writer, digest, domain
-from secagg.errors import ConfigurationError
+from secagg.errors import ConfigurationError, EncodingError
 
 MAX_CLIENT_ID = (1 << 31) - 2  # Shamir x-coordinates are client ids in GF(2^31 - 1), x != 0
 
@@ -133,7 +133,10 @@ class RoundConfig:
             raise ConfigurationError("unknown RoundConfig version")
         run_id, rnd, parts = r.text(), r.u32(), tuple(r.u32_list(max_items=1 << 20))
         mode_s, k, t, seed, dim = r.text(), r.u32(), r.u32(), r.raw(32), r.u64()
-        modulus = int.from_bytes(r.bytes_(max_len=9), "big")
+        modulus_bytes = r.bytes_(max_len=9)
+        if len(modulus_bytes) != 9:  # one config, one encoding: encode() always writes 9 bytes
+            raise EncodingError("modulus field must be 9 bytes")
+        modulus = int.from_bytes(modulus_bytes, "big")
         clip, bits, max_w, min_agg, mh = _float(r.text()), r.u8(), r.u64(), r.u32(), r.raw(32)
         dp = _float(r.text())
         r.finish()
