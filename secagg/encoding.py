@@ -7,6 +7,7 @@ every byte string has exactly one decoding and every value exactly one encoding.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Iterable
@@ -145,6 +146,7 @@ def _pack(fmt: str, v: int, bits: int) -> bytes:
     return struct.pack(fmt, v)
 
 
+@functools.lru_cache(maxsize=1024)
 def domain(*labels: str) -> bytes:
     """A domain-separation label such as b'secagg/v1/kdf/pairwise-mask' (ASCII, no separators inside)."""
     for label in labels:

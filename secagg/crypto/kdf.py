@@ -6,6 +6,8 @@ and (for pairwise keys) both party ids in canonical order, so no key can be reus
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -23,9 +25,12 @@ def hkdf_sha256(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes = b"")
 
 def kdf_info(purpose: str, session_id: bytes, *parties: int) -> bytes:
     """The canonical info string: domain label, session id, then party ids sorted ascending."""
-    w = Writer().bytes_(domain("kdf", purpose)).bytes_(session_id)
-    w.u32_list(sorted(parties))
-    return w.getvalue()
+    return _info_prefix(purpose, session_id) + Writer().u32_list(sorted(parties)).getvalue()
+
+
+@functools.lru_cache(maxsize=256)
+def _info_prefix(purpose: str, session_id: bytes) -> bytes:
+    return Writer().bytes_(domain("kdf", purpose)).bytes_(session_id).getvalue()
 
 
 def derive_key(

@@ -42,9 +42,12 @@ class X25519KeyPair(NoPickle):
         """The private scalar (secret), e.g. to be Shamir-shared."""
         return self._private
 
-    def agree(self, peer_public: bytes) -> SecretBytes:
-        """X25519 shared secret with a peer; InvalidPeerKeyError for malformed or low-order keys."""
-        peer = _load_x25519_public(peer_public)
+    def agree(self, peer_public: bytes | X25519PublicKey) -> SecretBytes:
+        """X25519 shared secret with a peer; InvalidPeerKeyError for malformed or low-order keys.
+
+        The peer key is raw bytes, or an X25519PublicKey already checked by `load_peer_public`.
+        """
+        peer = peer_public if isinstance(peer_public, X25519PublicKey) else _load_x25519_public(peer_public)
         try:
             shared = self._key.exchange(peer)
         except ValueError:  # pyca refuses an all-zero shared secret (low-order point)
@@ -67,6 +70,11 @@ def x25519_public_from_private(private: SecretBytes) -> bytes:
 def check_x25519_public(public: bytes) -> None:
     """Raise InvalidPeerKeyError unless public is a 32-byte key that is not all-zero."""
     _load_x25519_public(public)
+
+
+def load_peer_public(public: bytes) -> X25519PublicKey:
+    """Check and load a peer's X25519 public key once, for repeated agreements."""
+    return _load_x25519_public(public)
 
 
 def _load_x25519_public(public: bytes) -> X25519PublicKey:

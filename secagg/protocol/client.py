@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from numpy.typing import NDArray
 
 from secagg.crypto import aead, shamir
-from secagg.crypto.keys import IdentityKey, X25519KeyPair, check_x25519_public, verify_signature
+from secagg.crypto.keys import IdentityKey, X25519KeyPair, load_peer_public, verify_signature
 from secagg.crypto.prg import MaskExpander
 from secagg.crypto.rng import RandomSource, random_uint32
 from secagg.crypto.secret import NoPickle, SecretBytes
@@ -117,10 +118,10 @@ class _RoundSecrets(NoPickle):
         self.enc = enc
         self.mask = mask
         self.seed: SecretBytes | None = None
-        self.own_seed_share: shamir.Share | None = None
-        self.own_key_share: shamir.Share | None = None
-        self.seed_shares: dict[int, shamir.Share] = {}  # peer -> my share of the peer's self-mask seed
-        self.key_shares: dict[int, shamir.Share] = {}  # peer -> my share of the peer's mask private key
+        self.own_seed_share: bytes | None = None  # encoded Shamir shares (68 bytes each)
+        self.own_key_share: bytes | None = None
+        self.seed_shares: dict[int, bytes] = {}  # peer -> my share of the peer's self-mask seed
+        self.key_shares: dict[int, bytes] = {}  # peer -> my share of the peer's mask private key
         self.pair_keys: dict[int, SecretBytes] = {}  # peer -> share-encryption key of the pair
 
 
@@ -155,6 +156,7 @@ class ClientSession(NoPickle):
         self._expander = expander
         self._secrets: _RoundSecrets | None = None
         self._peers: dict[int, KeyAdvertisement] = {}
+        self._peer_mask_keys: dict[int, X25519PublicKey] = {}
         self._neighbours: frozenset[int] = frozenset()
         self._live_neighbours: frozenset[int] = frozenset()  # neighbours in U2 (their shares reached us)
         self._survivors: tuple[int, ...] | None = None
@@ -324,10 +326,12 @@ class ClientSession(NoPickle):
         hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(me)
         present = frozenset(hood & peers.keys())
         seen_keys = {secrets.enc.public_bytes, secrets.mask.public_bytes}
+        enc_keys: dict[int, X25519PublicKey] = {}
+        mask_keys: dict[int, X25519PublicKey] = {}
         for peer in sorted(present):
             adv = peers[peer]
-            check_x25519_public(adv.enc_public)
-            check_x25519_public(adv.mask_public)
+            enc_keys[peer] = load_peer_public(adv.enc_public)
+            mask_keys[peer] = load_peer_public(adv.mask_public)
             if (
                 adv.enc_public in seen_keys
                 or adv.mask_public in seen_keys
@@ -350,19 +354,20 @@ class ClientSession(NoPickle):
             raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(present)} neighbours advertised keys, t={cfg.t}")
         self.session_id = sid
         self._peers = {p: peers[p] for p in present}
+        self._peer_mask_keys = mask_keys
         self._neighbours = present
         # Shamir-share the self-mask seed and the mask private key among the neighbours and ourselves.
         secrets.seed = SecretBytes(self._rng.random_bytes(32), label="self-mask-seed")
         xs = sorted(present | {me})
         ys = shamir.split_many([secrets.seed, secrets.mask.private], xs, cfg.t, self._rng)
+        seed_blobs = recipes.encode_shares(xs, ys[0])
+        key_blobs = recipes.encode_shares(xs, ys[1])
         cts: list[tuple[int, bytes]] = []
-        for col, x in enumerate(xs):
-            seed_share = shamir.Share(x, tuple(ys[0, col].tolist()))
-            key_share = shamir.Share(x, tuple(ys[1, col].tolist()))
+        for x, seed_share, key_share in zip(xs, seed_blobs, key_blobs, strict=True):
             if x == me:
                 secrets.own_seed_share, secrets.own_key_share = seed_share, key_share
                 continue
-            key = recipes.share_key(secrets.enc, peers[x].enc_public, sid, me, x)
+            key = recipes.share_key(secrets.enc, enc_keys[x], sid, me, x)
             secrets.pair_keys[x] = key  # the same key opens the peer's shares to us
             plaintext = recipes.encode_share_plaintext(me, x, seed_share, key_share)
             ad = recipes.share_associated_data(sid, me, x)
@@ -385,7 +390,7 @@ class ClientSession(NoPickle):
             plaintext = aead.open_sealed(
                 key, ct, associated_data=recipes.share_associated_data(sid, sender, me)
             )
-            p_from, p_to, seed_share, key_share = recipes.decode_share_plaintext(plaintext)
+            p_from, p_to, seed_share, key_share = recipes.split_share_plaintext(plaintext)
             if (p_from, p_to) != (sender, me):
                 raise RoundAborted("SHARE_RELABELLED", f"share from {sender} names {p_from}->{p_to}")
             secrets.seed_shares[sender] = seed_share
@@ -431,7 +436,7 @@ class ClientSession(NoPickle):
         assert secrets.seed is not None
         expander.accumulate(out, secrets.seed, +1)
         for peer in sorted(live):
-            shared = secrets.mask.agree(self._peers[peer].mask_public)
+            shared = secrets.mask.agree(self._peer_mask_keys[peer])
             seed = recipes.pairwise_seed(shared, sid, self.client_id, peer)
             expander.accumulate(out, seed, recipes.pairwise_sign(self.client_id, peer))
         return out
@@ -511,10 +516,10 @@ class ClientSession(NoPickle):
         if self.revealed_key_owners & set(alive) or self.revealed_seed_owners & set(dropped):
             raise PolicyRefusal("DOUBLE_REVEAL", "would reveal both shares of a peer")  # pragma: no cover
         assert secrets.own_seed_share is not None
-        seed_shares = [(p, secrets.seed_shares[p].to_bytes()) for p in alive]
-        seed_shares.append((me, secrets.own_seed_share.to_bytes()))
+        seed_shares = [(p, secrets.seed_shares[p]) for p in alive]
+        seed_shares.append((me, secrets.own_seed_share))
         seed_shares.sort()
-        key_shares = [(p, secrets.key_shares[p].to_bytes()) for p in dropped]
+        key_shares = [(p, secrets.key_shares[p]) for p in dropped]
         self.revealed_seed_owners.update(p for p, _ in seed_shares)
         self.revealed_key_owners.update(dropped)
         answer = UnmaskResponse(session_id=sid, seed_shares=tuple(seed_shares), key_shares=tuple(key_shares))

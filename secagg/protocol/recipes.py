@@ -7,13 +7,17 @@ commitment and the signed payloads of the hardened mode. Nothing here holds stat
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from secagg.crypto.kdf import derive_key
 from secagg.crypto.keys import X25519KeyPair
 from secagg.crypto.secret import SecretBytes
 from secagg.crypto.shamir import Share
-from secagg.encoding import Reader, Writer, digest, domain
+from secagg.encoding import Writer, digest, domain
 from secagg.errors import EncodingError
 from secagg.protocol.graph import Graph
 from secagg.protocol.messages import KeyAdvertisement
@@ -42,10 +46,16 @@ def consistency_payload(sid: bytes, survivors: Sequence[int]) -> bytes:
 
 def share_associated_data(sid: bytes, sender: int, recipient: int) -> bytes:
     """AEAD associated data of a share ciphertext: binds session, stage, sender and recipient (A11)."""
-    return Writer().bytes_(domain("ad", "share-keys")).raw(sid).u32(sender).u32(recipient).getvalue()
+    return _AD_PREFIX + sid + _PAIR.pack(sender, recipient)
 
 
-def share_key(own: X25519KeyPair, peer_enc_public: bytes, sid: bytes, a: int, b: int) -> SecretBytes:
+_AD_PREFIX = Writer().bytes_(domain("ad", "share-keys")).getvalue()
+_PAIR = struct.Struct(">II")
+
+
+def share_key(
+    own: X25519KeyPair, peer_enc_public: bytes | X25519PublicKey, sid: bytes, a: int, b: int
+) -> SecretBytes:
     """AES-256-GCM key of the pair (a, b) for share encryption, from their encryption keys."""
     return derive_key(own.agree(peer_enc_public), purpose="share-encryption", session_id=sid, parties=(a, b))
 
@@ -66,22 +76,48 @@ def seed_commitment(sid: bytes, client_id: int, seed: SecretBytes) -> bytes:
     return digest(domain("seed-commitment"), payload)
 
 
-def encode_share_plaintext(sender: int, recipient: int, seed_share: Share, key_share: Share) -> bytes:
+def encode_share_plaintext(
+    sender: int, recipient: int, seed_share: Share | bytes, key_share: Share | bytes
+) -> bytes:
     """Plaintext of a share ciphertext: both ids, then the self-mask seed share and the mask-key share."""
-    w = Writer().u32(sender).u32(recipient)
-    return w.raw(seed_share.to_bytes()).raw(key_share.to_bytes()).getvalue()
+    seed = seed_share.to_bytes() if isinstance(seed_share, Share) else seed_share
+    key = key_share.to_bytes() if isinstance(key_share, Share) else key_share
+    if len(seed) != Share.ENCODED_LEN or len(key) != Share.ENCODED_LEN:
+        raise EncodingError("a share is 68 bytes")
+    return _PAIR.pack(sender, recipient) + seed + key
+
+
+SHARE_PLAINTEXT_BYTES = 8 + 2 * Share.ENCODED_LEN
+
+
+def split_share_plaintext(data: bytes) -> tuple[int, int, bytes, bytes]:
+    """Sender, recipient and the two encoded shares, checking sizes and that both x's are the recipient."""
+    if len(data) != SHARE_PLAINTEXT_BYTES:
+        raise EncodingError("share plaintext has the wrong length")
+    sender, recipient = _PAIR.unpack_from(data, 0)
+    seed, key = data[8 : 8 + Share.ENCODED_LEN], data[8 + Share.ENCODED_LEN :]
+    if _X.unpack_from(seed)[0] != recipient or _X.unpack_from(key)[0] != recipient:
+        raise EncodingError("share x-coordinate is not the recipient's id")
+    return sender, recipient, seed, key
+
+
+_X = struct.Struct(">I")
 
 
 def decode_share_plaintext(data: bytes) -> tuple[int, int, Share, Share]:
-    """Inverse of encode_share_plaintext; EncodingError/ShamirError on malformed bytes."""
-    r = Reader(data)
-    sender, recipient = r.u32(), r.u32()
-    seed_share = Share.from_bytes(r.raw(Share.ENCODED_LEN))
-    key_share = Share.from_bytes(r.raw(Share.ENCODED_LEN))
-    r.finish()
-    if seed_share.x != recipient or key_share.x != recipient:
-        raise EncodingError("share x-coordinate is not the recipient's id")
-    return sender, recipient, seed_share, key_share
+    """Like split_share_plaintext, but decoding (and range-checking) both shares."""
+    sender, recipient, seed, key = split_share_plaintext(data)
+    return sender, recipient, Share.from_bytes(seed), Share.from_bytes(key)
+
+
+def encode_shares(xs: Sequence[int], ys: np.ndarray) -> list[bytes]:
+    """The canonical 68-byte encodings of the shares (xs[i], ys[i]) for a (n, 16) array of y values."""
+    table = np.empty((len(xs), 1 + ys.shape[1]), dtype=">u4")
+    table[:, 0] = xs
+    table[:, 1:] = ys
+    blob = table.tobytes()
+    size = Share.ENCODED_LEN
+    return [blob[i * size : (i + 1) * size] for i in range(len(xs))]
 
 
 class Neighbourhoods:

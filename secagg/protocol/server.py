@@ -32,7 +32,6 @@ from secagg.crypto.secret import SecretBytes
 from secagg.errors import (
     AuthenticationError,
     ConfigurationError,
-    EncodingError,
     InvalidPeerKeyError,
     RoundAborted,
     ShamirError,
@@ -156,6 +155,7 @@ class ServerSession:
         self._signatures: dict[int, bytes] = {}
         self._responders: tuple[int, ...] = ()
         self._unmask: dict[int, UnmaskResponse] = {}
+        self._unmask_ys: dict[int, NDArray[np.uint32]] = {}  # responder -> y values, response order
         self._sent_unmask: dict[int, UnmaskRequest] = {}
         self._fixed: list[int] = []
 
@@ -344,13 +344,16 @@ class ServerSession:
         key_owners = [o for o, _ in msg.key_shares]
         if seed_owners != sorted({*req.alive, sender}) or key_owners != list(req.dropped):
             return self._reject(sender, "unmask response does not answer the request")  # B3
-        try:
-            for _, blob in (*msg.seed_shares, *msg.key_shares):
-                if shamir.Share.from_bytes(blob).x != sender:
-                    return self._reject(sender, "share x-coordinate is not the responder's id")
-        except (EncodingError, ShamirError):
+        blobs = [blob for _, blob in (*msg.seed_shares, *msg.key_shares)]
+        if any(len(b) != shamir.SHARE_BYTES for b in blobs):
             return self._reject(sender, "undecodable share")
+        table = np.frombuffer(b"".join(blobs), dtype=">u4").reshape(len(blobs), 1 + shamir.LIMBS)
+        if not np.all(table[:, 0] == sender):
+            return self._reject(sender, "share x-coordinate is not the responder's id")
+        if table.size and int(table[:, 1:].max()) >= shamir.P:
+            return self._reject(sender, "share value outside the field")
         self._unmask[sender] = msg
+        self._unmask_ys[sender] = table[:, 1:].astype(np.uint32)
         return []
 
     # ------------------------------------------------------------------ stage transitions
@@ -476,14 +479,15 @@ class ServerSession:
         sid = self.session_id
         dropped = tuple(c for c in self._u2 if c not in set(self._u3))
         # Collect the shares each secret owner's neighbours (and, for seeds, the owner itself) revealed.
-        seed_shares: dict[int, list[shamir.Share]] = defaultdict(list)
-        key_shares: dict[int, list[shamir.Share]] = defaultdict(list)
-        for r in responders:
-            resp = self._unmask[r]
-            for owner, blob in resp.seed_shares:
-                seed_shares[owner].append(shamir.Share.from_bytes(blob))
-            for owner, blob in resp.key_shares:
-                key_shares[owner].append(shamir.Share.from_bytes(blob))
+        seed_shares: dict[int, list[tuple[int, NDArray[np.uint32]]]] = defaultdict(list)
+        key_shares: dict[int, list[tuple[int, NDArray[np.uint32]]]] = defaultdict(list)
+        for r in responders:  # ascending, so every owner's shares come sorted by x
+            resp, ys = self._unmask[r], self._unmask_ys[r]
+            n_seed = len(resp.seed_shares)
+            for i, (owner, _) in enumerate(resp.seed_shares):
+                seed_shares[owner].append((r, ys[i]))
+            for i, (owner, _) in enumerate(resp.key_shares):
+                key_shares[owner].append((r, ys[n_seed + i]))
         seeds = self._reconstruct(
             self._u3,
             seed_shares,
@@ -521,13 +525,14 @@ class ServerSession:
     def _reconstruct(
         self,
         owners: tuple[int, ...],
-        shares: dict[int, list[shamir.Share]],
+        shares: dict[int, list[tuple[int, NDArray[np.uint32]]]],
         check: Callable[[int, SecretBytes], bool],
     ) -> dict[int, SecretBytes]:
         """Recover each owner's secret from >= t shares and check it against its commitment (B4).
 
-        Owners whose shares come from the same responders are reconstructed in one vectorised batch; a
-        secret that fails its check is retried on other t-subsets, and the round aborts if none passes.
+        Owners whose first t shares come from the same responders are reconstructed in one vectorised
+        batch; a secret that fails its check is retried on other t-subsets of all its shares, and the round
+        aborts if none passes.
         """
         t = self.config.t
         out: dict[int, SecretBytes] = {}
@@ -536,10 +541,9 @@ class ServerSession:
             have = shares.get(owner, [])
             if len(have) < t:
                 raise RoundAborted("TOO_FEW_SHARES", f"{len(have)} shares for client {owner}, t={t}")
-            have.sort(key=lambda s: s.x)
-            groups[tuple(s.x for s in have[:t])].append(owner)
+            groups[tuple(x for x, _ in have[:t])].append(owner)
         for xs, group in groups.items():
-            ys = np.array([[shares[o][i].y for i in range(t)] for o in group], dtype=np.uint32)
+            ys = np.stack([np.stack([y for _, y in shares[o][:t]]) for o in group])
             try:
                 batch: list[SecretBytes | None] = list(shamir.reconstruct_many(xs, ys))
             except ShamirError:
@@ -548,8 +552,9 @@ class ServerSession:
                 if secret is not None and check(owner, secret):
                     out[owner] = secret
                     continue
+                candidates = [shamir.Share(x, tuple(y.tolist())) for x, y in shares[owner]]
                 try:
-                    secret, _ = shamir.reconstruct_verified(shares[owner], t, functools.partial(check, owner))
+                    secret, _ = shamir.reconstruct_verified(candidates, t, functools.partial(check, owner))
                 except ShamirError:
                     raise RoundAborted("CORRUPT_SHARES", f"no consistent shares for client {owner}") from None
                 self._fixed.append(owner)
