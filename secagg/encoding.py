@@ -63,9 +63,12 @@ class Writer:
 
     def u32_list(self, values: Iterable[int]) -> Writer:
         vals = list(values)
-        self.u32(len(vals))
-        for v in vals:
-            self.u32(v)
+        try:
+            self._parts.append(struct.pack(f">I{len(vals)}I", len(vals), *vals))
+        except struct.error:
+            raise EncodingError("value out of range for u32") from None
+        if any(isinstance(v, bool) for v in vals):
+            raise EncodingError("value out of range for u32")
         return self
 
     def getvalue(self) -> bytes:
@@ -129,7 +132,9 @@ class Reader:
             raise EncodingError("list longer than allowed")
         if self._pos + 4 * n > len(self._buf):
             raise EncodingError("truncated input")
-        return [self.u32() for _ in range(n)]
+        out = list(struct.unpack_from(f">{n}I", self._buf, self._pos))
+        self._pos += 4 * n
+        return out
 
     def remaining(self) -> int:
         return len(self._buf) - self._pos

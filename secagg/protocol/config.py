@@ -8,6 +8,7 @@ own floor for those parameters: a proposal below it is refused at setup (scenari
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -148,11 +149,16 @@ class RoundConfig:
 
     def config_hash(self) -> bytes:
         """SHA-256 of the canonical encoding, domain separated."""
-        return digest(domain("config"), self.encode())
+        return self._hashes[0]
 
     def round_tag(self) -> bytes:
         """Identifies (run, round, config) before any key exists; carried by the first two messages."""
-        return digest(domain("round-tag"), self.config_hash())
+        return self._hashes[1]
+
+    @functools.cached_property
+    def _hashes(self) -> tuple[bytes, bytes]:
+        config_hash = digest(domain("config"), self.encode())
+        return config_hash, digest(domain("round-tag"), config_hash)
 
 
 def _float(s: str) -> float:

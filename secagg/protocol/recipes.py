@@ -28,10 +28,10 @@ SIG_CONSISTENCY = "consistency-check"
 
 def session_id(round_tag: bytes, advertisements: Sequence[KeyAdvertisement]) -> bytes:
     """SHA-256 over the round tag and every accepted (id, c_pk, s_pk), in ascending id order."""
-    w = Writer().raw(round_tag).u32(len(advertisements))
+    parts = [round_tag, _X.pack(len(advertisements))]
     for adv in sorted(advertisements, key=lambda a: a.client_id):
-        w.u32(adv.client_id).raw(adv.enc_public).raw(adv.mask_public)
-    return digest(domain("session-id"), w.getvalue())
+        parts += (_X.pack(adv.client_id), adv.enc_public, adv.mask_public)
+    return digest(domain("session-id"), b"".join(parts))
 
 
 def advertisement_payload(round_tag: bytes, client_id: int, enc_public: bytes, mask_public: bytes) -> bytes:
