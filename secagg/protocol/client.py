@@ -330,6 +330,8 @@ class ClientSession(NoPickle):
         mask_keys: dict[int, X25519PublicKey] = {}
         for peer in sorted(present):
             adv = peers[peer]
+            recipes.check_round_public_key(adv.enc_public)
+            recipes.check_round_public_key(adv.mask_public)
             enc_keys[peer] = load_peer_public(adv.enc_public)
             mask_keys[peer] = load_peer_public(adv.mask_public)
             if (

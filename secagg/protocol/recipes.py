@@ -14,11 +14,11 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from secagg.crypto.kdf import derive_key
-from secagg.crypto.keys import X25519KeyPair
+from secagg.crypto.keys import X25519KeyPair, check_x25519_public
 from secagg.crypto.secret import SecretBytes
 from secagg.crypto.shamir import Share
 from secagg.encoding import Writer, digest, domain
-from secagg.errors import EncodingError
+from secagg.errors import EncodingError, InvalidPeerKeyError
 from secagg.protocol.graph import Graph
 from secagg.protocol.messages import KeyAdvertisement
 
@@ -32,6 +32,32 @@ def session_id(round_tag: bytes, advertisements: Sequence[KeyAdvertisement]) -> 
     for adv in sorted(advertisements, key=lambda a: a.client_id):
         parts += (_X.pack(adv.client_id), adv.enc_public, adv.mask_public)
     return digest(domain("session-id"), b"".join(parts))
+
+
+_P25519 = 2**255 - 19
+_SMALL_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        _P25519 - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }
+)
+
+
+def check_round_public_key(public: bytes) -> None:
+    """Refuse (InvalidPeerKeyError) an advertised X25519 key that is malformed, all-zero or of small order.
+
+    Agreement with a small-order point gives the all-zero secret whatever the scalar, so such a key is
+    refused where it is advertised (scenario A12) instead of making every peer abort later. The u-coordinate
+    is read as RFC 7748 decodes it (top bit ignored, reduced mod p) and compared with the five small-order
+    u-coordinates of Curve25519 and its twist.
+    """
+    check_x25519_public(public)
+    u = (int.from_bytes(public, "little") & ((1 << 255) - 1)) % _P25519
+    if u in _SMALL_ORDER_U:
+        raise InvalidPeerKeyError("X25519 public key of small order")
 
 
 def advertisement_payload(round_tag: bytes, client_id: int, enc_public: bytes, mask_public: bytes) -> bytes:

@@ -23,7 +23,6 @@ from numpy.typing import NDArray
 from secagg.crypto import shamir
 from secagg.crypto.keys import (
     X25519KeyPair,
-    check_x25519_public,
     verify_signature,
     x25519_public_from_private,
 )
@@ -239,8 +238,8 @@ class ServerSession:
         if adv.client_id != sender:  # B8: the id comes from the transport's authentication
             return self._reject(sender, f"claims id {adv.client_id}")
         try:
-            check_x25519_public(adv.enc_public)
-            check_x25519_public(adv.mask_public)
+            recipes.check_round_public_key(adv.enc_public)
+            recipes.check_round_public_key(adv.mask_public)
         except InvalidPeerKeyError as exc:  # A12: a bad key never reaches the peers
             return self._reject(sender, str(exc))
         if adv.enc_public == adv.mask_public or any(
