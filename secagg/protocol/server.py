@@ -11,6 +11,7 @@ survivors, or a typed `RoundAborted`: never a silently wrong sum.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from secagg.crypto.secret import SecretBytes
 from secagg.errors import (
     AuthenticationError,
     ConfigurationError,
+    EncodingError,
     InvalidPeerKeyError,
     RoundAborted,
     ShamirError,
@@ -55,6 +57,7 @@ from secagg.protocol.messages import (
     SharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
+    encode_message,
 )
 from secagg.protocol.rules import SERVER_NEXT, SERVER_STAGE, TERMINAL_SERVER, ServerState, server_accepts
 from secagg.ring import Ring
@@ -105,7 +108,7 @@ class _Staging:
     received: int = 0
     offset: int = 0
     buffer: NDArray[Any] | None = None
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)  # digest of each staged chunk, by index
 
 
 class ServerSession:
@@ -279,6 +282,8 @@ class ServerSession:
         if msg.session_id != self.session_id:
             return self._reject(sender, "masked input for another session")
         st = self._staging.get(sender)
+        if st is not None and msg.index < st.received:  # B5: a chunk of this stream that already arrived
+            return self._duplicate(sender, st.chunks[msg.index], _chunk_digest(msg))
         if st is None:
             if not 1 <= msg.count <= min(MAX_CHUNKS, length):
                 return self._reject(sender, "bad chunk count")
@@ -309,6 +314,7 @@ class ServerSession:
             if st.buffer is None:
                 st.buffer = self.ring.zeros(length)
             st.buffer[msg.offset : end] = data
+            st.chunks.append(_chunk_digest(msg))
         st.received += 1
         st.offset = end
         self._staging[sender] = st
@@ -604,6 +610,14 @@ class ServerSession:
         live = set(self._ads) | set(self.config.participants)
         notice = ServerAbort(round_tag=self._tag, code=exc.code, reason=exc.reason)
         return [Audit("round-aborted", None, str(exc)), *[Send(c, notice) for c in sorted(live)]]
+
+
+def _chunk_digest(msg: MaskedInputChunk) -> bytes:
+    """Fingerprint of a staged chunk, so that a repeated one is told identical or conflicting (B5)."""
+    try:
+        return hashlib.sha256(encode_message(msg)).digest()
+    except EncodingError:
+        return b""
 
 
 # nonce + (u32 sender, u32 recipient, two 68-byte shares) + tag
