@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from secagg.encoding import Reader, Writer, digest, domain
 from secagg.errors import ConfigurationError, EncodingError
@@ -19,7 +19,7 @@ from secagg.errors import ConfigurationError, EncodingError
 MAX_CLIENT_ID = (1 << 31) - 2  # Shamir x-coordinates are client ids in GF(2^31 - 1), x != 0
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Threat model of a round: honest-but-curious server, or a server that may lie (hardened)."""
 
     SEMI_HONEST = "semi-honest"

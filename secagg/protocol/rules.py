@@ -6,7 +6,7 @@ table is illegal in that state. Handlers then check the content of the event (id
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from secagg.protocol.config import Mode
 from secagg.protocol.messages import (
@@ -26,7 +26,7 @@ from secagg.protocol.messages import (
 )
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """Protocol stages, in order (Bonawitz et al. 2017 rounds 0-4, with SecAgg+ neighbourhoods)."""
 
     SETUP = "setup"
@@ -37,7 +37,7 @@ class Stage(str, Enum):
     UNMASK = "unmask"
 
 
-class ClientState(str, Enum):
+class ClientState(StrEnum):
     """Where a client session is; DONE and ABORTED are terminal."""
 
     IDLE = "idle"
@@ -50,7 +50,7 @@ class ClientState(str, Enum):
     ABORTED = "aborted"
 
 
-class ServerState(str, Enum):
+class ServerState(StrEnum):
     """Which replies the server is collecting; DONE and ABORTED are terminal."""
 
     NOT_STARTED = "not-started"

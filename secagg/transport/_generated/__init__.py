@@ -1,0 +1,1 @@
+"""Code generated from protocols/secagg.proto by protocols/generate_python.py. Do not edit."""

@@ -1,0 +1,310 @@
+"""Conversion between the engine's message dataclasses and the protobuf envelopes of protocols/secagg.proto.
+
+Decoding applies the limits of the canonical decoder (fixed lengths, list sizes, string sizes) and raises
+EncodingError, so a malformed or hostile envelope never reaches a session as anything but a typed error.
+Nothing here is hashed or signed: those bytes are always the canonical encodings (protocols/SPEC.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from secagg.errors import ConfigurationError, EncodingError
+from secagg.protocol.config import Mode, RoundConfig
+from secagg.protocol.messages import (
+    ID_BYTES,
+    MAX_BLOB,
+    MAX_ITEMS,
+    WIRE_VERSION,
+    AdvertiseKeys,
+    ClientAbort,
+    ClientMessage,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyAdvertisement,
+    KeysBroadcast,
+    MaskedInputChunk,
+    RoundComplete,
+    ServerAbort,
+    ServerMessage,
+    SetupRequest,
+    ShareKeys,
+    SharesDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.transport._generated import secagg_pb2 as pb
+
+_MODES = {Mode.SEMI_HONEST: pb.MODE_SEMI_HONEST, Mode.HARDENED: pb.MODE_HARDENED}
+_MODES_BACK = {v: k for k, v in _MODES.items()}
+_WIDTHS: dict[int, np.dtype[Any]] = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def _fixed(b: bytes, n: int, what: str) -> bytes:
+    if len(b) != n:
+        raise EncodingError(f"{what} must be {n} bytes")
+    return bytes(b)
+
+
+def _blob(b: bytes, what: str, limit: int = MAX_BLOB) -> bytes:
+    if len(b) > limit:
+        raise EncodingError(f"{what} longer than {limit} bytes")
+    return bytes(b)
+
+
+def _ids(values: Sequence[int], what: str) -> tuple[int, ...]:
+    if len(values) > MAX_ITEMS:
+        raise EncodingError(f"too many {what}")
+    return tuple(int(v) for v in values)
+
+
+def _text(s: str, limit: int, what: str) -> str:
+    if len(s.encode("utf-8")) > limit:
+        raise EncodingError(f"{what} longer than {limit} bytes")
+    return str(s)
+
+
+def _pairs(items: Any, key: str, value: str) -> tuple[tuple[int, bytes], ...]:
+    if len(items) > MAX_ITEMS:
+        raise EncodingError("too many items")
+    return tuple((int(getattr(i, key)), _blob(getattr(i, value), value)) for i in items)
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def config_to_proto(cfg: RoundConfig) -> pb.RoundConfig:
+    """RoundConfig -> protobuf."""
+    return pb.RoundConfig(
+        format_version=1,
+        run_id=cfg.run_id,
+        round=cfg.round,
+        participants=list(cfg.participants),
+        mode=_MODES[cfg.mode],
+        k=cfg.k,
+        t=cfg.t,
+        graph_seed=cfg.graph_seed,
+        dim=cfg.dim,
+        modulus=cfg.modulus.to_bytes(9, "big"),
+        clip=cfg.clip,
+        bits=cfg.bits,
+        max_weight=cfg.max_weight,
+        min_aggregate=cfg.min_aggregate,
+        model_hash=cfg.model_hash,
+        dp_noise_multiplier=cfg.dp_noise_multiplier,
+    )
+
+
+def config_from_proto(p: pb.RoundConfig) -> RoundConfig:
+    """protobuf -> RoundConfig, validated exactly as RoundConfig validates itself."""
+    if p.format_version != 1:
+        raise EncodingError("unknown RoundConfig format version")
+    if p.mode not in _MODES_BACK:
+        raise EncodingError("unknown mode")
+    try:
+        return RoundConfig(
+            run_id=_text(p.run_id, 512, "run_id"),
+            round=p.round,
+            participants=_ids(p.participants, "participants"),
+            mode=_MODES_BACK[p.mode],
+            k=p.k,
+            t=p.t,
+            graph_seed=_fixed(p.graph_seed, 32, "graph_seed"),
+            dim=p.dim,
+            modulus=int.from_bytes(_fixed(p.modulus, 9, "modulus"), "big"),
+            clip=p.clip,
+            bits=p.bits,
+            max_weight=p.max_weight,
+            min_aggregate=p.min_aggregate,
+            model_hash=_fixed(p.model_hash, 32, "model_hash"),
+            dp_noise_multiplier=p.dp_noise_multiplier,
+        )
+    except ConfigurationError as exc:
+        raise EncodingError(f"invalid round configuration: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------- messages
+
+
+def _adv_to(a: KeyAdvertisement) -> pb.KeyAdvertisement:
+    return pb.KeyAdvertisement(
+        client_id=a.client_id, enc_public=a.enc_public, mask_public=a.mask_public, signature=a.signature
+    )
+
+
+def _adv_from(p: pb.KeyAdvertisement) -> KeyAdvertisement:
+    return KeyAdvertisement(
+        p.client_id,
+        _fixed(p.enc_public, 32, "enc_public"),
+        _fixed(p.mask_public, 32, "mask_public"),
+        _blob(p.signature, "signature", 64),
+    )
+
+
+def server_to_proto(msg: ServerMessage) -> pb.ServerEnvelope:
+    """A server message in its envelope."""
+    env = pb.ServerEnvelope(wire_version=WIRE_VERSION)
+    if isinstance(msg, SetupRequest):
+        env.setup_request.config.CopyFrom(config_to_proto(msg.config))
+    elif isinstance(msg, KeysBroadcast):
+        m = env.keys_broadcast
+        m.round_tag, m.session_id = msg.round_tag, msg.session_id
+        m.advertisements.extend(_adv_to(a) for a in msg.advertisements)
+    elif isinstance(msg, SharesDelivery):
+        env.shares_delivery.session_id = msg.session_id
+        env.shares_delivery.ciphertexts.extend(
+            pb.ShareCiphertext(peer=p, ciphertext=c) for p, c in msg.ciphertexts
+        )
+    elif isinstance(msg, ConsistencyRequest):
+        env.consistency_request.session_id = msg.session_id
+        env.consistency_request.survivors.extend(msg.survivors)
+    elif isinstance(msg, UnmaskRequest):
+        u = env.unmask_request
+        u.session_id = msg.session_id
+        u.alive.extend(msg.alive)
+        u.dropped.extend(msg.dropped)
+        u.survivors.extend(msg.survivors)
+        u.signatures.extend(pb.ClientSignature(client_id=c, signature=s) for c, s in msg.signatures)
+    elif isinstance(msg, ServerAbort):
+        env.server_abort.round_tag, env.server_abort.code = msg.round_tag, msg.code
+        env.server_abort.reason = msg.reason
+    elif isinstance(msg, RoundComplete):
+        env.round_complete.session_id = msg.session_id
+        env.round_complete.survivors.extend(msg.survivors)
+    else:  # pragma: no cover
+        raise EncodingError(f"not a server message: {type(msg).__name__}")
+    return env
+
+
+def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
+    """Decode a server envelope (on the silo); EncodingError if malformed."""
+    if env.wire_version != WIRE_VERSION:
+        raise EncodingError("unsupported wire version")
+    kind = env.WhichOneof("message")
+    if kind == "setup_request":
+        return SetupRequest(config_from_proto(env.setup_request.config))
+    if kind == "keys_broadcast":
+        k = env.keys_broadcast
+        if len(k.advertisements) > MAX_ITEMS:
+            raise EncodingError("too many advertisements")
+        return KeysBroadcast(
+            _fixed(k.round_tag, ID_BYTES, "round_tag"),
+            _fixed(k.session_id, ID_BYTES, "session_id"),
+            tuple(_adv_from(a) for a in k.advertisements),
+        )
+    if kind == "shares_delivery":
+        s = env.shares_delivery
+        return SharesDelivery(
+            _fixed(s.session_id, ID_BYTES, "session_id"), _pairs(s.ciphertexts, "peer", "ciphertext")
+        )
+    if kind == "consistency_request":
+        c = env.consistency_request
+        return ConsistencyRequest(
+            _fixed(c.session_id, ID_BYTES, "session_id"), _ids(c.survivors, "survivors")
+        )
+    if kind == "unmask_request":
+        u = env.unmask_request
+        return UnmaskRequest(
+            _fixed(u.session_id, ID_BYTES, "session_id"),
+            _ids(u.alive, "alive"),
+            _ids(u.dropped, "dropped"),
+            _ids(u.survivors, "survivors"),
+            _pairs(u.signatures, "client_id", "signature"),
+        )
+    if kind == "server_abort":
+        a = env.server_abort
+        return ServerAbort(
+            _fixed(a.round_tag, ID_BYTES, "round_tag"),
+            _text(a.code, 64, "code"),
+            _text(a.reason, 1024, "reason"),
+        )
+    if kind == "round_complete":
+        r = env.round_complete
+        return RoundComplete(_fixed(r.session_id, ID_BYTES, "session_id"), _ids(r.survivors, "survivors"))
+    raise EncodingError("empty or unknown server message")
+
+
+def client_to_proto(msg: ClientMessage) -> pb.ClientEnvelope:
+    """A client message in its envelope (the masked chunk's elements as little-endian bytes)."""
+    env = pb.ClientEnvelope(wire_version=WIRE_VERSION)
+    if isinstance(msg, AdvertiseKeys):
+        env.advertise_keys.round_tag = msg.round_tag
+        env.advertise_keys.advertisement.CopyFrom(_adv_to(msg.advertisement))
+    elif isinstance(msg, ShareKeys):
+        s = env.share_keys
+        s.session_id, s.seed_commitment = msg.session_id, msg.seed_commitment
+        s.ciphertexts.extend(pb.ShareCiphertext(peer=p, ciphertext=c) for p, c in msg.ciphertexts)
+    elif isinstance(msg, MaskedInputChunk):
+        data = np.ascontiguousarray(msg.data)
+        width = data.dtype.itemsize
+        if data.dtype.kind != "u" or width not in _WIDTHS:
+            raise EncodingError("masked data must be uint32 or uint64")
+        c = env.masked_input_chunk
+        c.session_id, c.index, c.count, c.offset = msg.session_id, msg.index, msg.count, msg.offset
+        c.element_width = width
+        c.data = data.astype(_WIDTHS[width], copy=False).tobytes()
+    elif isinstance(msg, ConsistencySignature):
+        env.consistency_signature.session_id = msg.session_id
+        env.consistency_signature.signature = msg.signature
+    elif isinstance(msg, UnmaskResponse):
+        u = env.unmask_response
+        u.session_id = msg.session_id
+        u.seed_shares.extend(pb.OwnedShare(owner=o, share=s) for o, s in msg.seed_shares)
+        u.key_shares.extend(pb.OwnedShare(owner=o, share=s) for o, s in msg.key_shares)
+    elif isinstance(msg, ClientAbort):
+        env.client_abort.code, env.client_abort.reason = msg.code, msg.reason
+    else:  # pragma: no cover
+        raise EncodingError(f"not a client message: {type(msg).__name__}")
+    return env
+
+
+def client_from_proto(env: pb.ClientEnvelope) -> ClientMessage:
+    """Decode a client envelope (on the server); EncodingError if malformed."""
+    if env.wire_version != WIRE_VERSION:
+        raise EncodingError("unsupported wire version")
+    kind = env.WhichOneof("message")
+    if kind == "advertise_keys":
+        a = env.advertise_keys
+        if not a.HasField("advertisement"):
+            raise EncodingError("advertisement missing")
+        return AdvertiseKeys(_fixed(a.round_tag, ID_BYTES, "round_tag"), _adv_from(a.advertisement))
+    if kind == "share_keys":
+        s = env.share_keys
+        return ShareKeys(
+            _fixed(s.session_id, ID_BYTES, "session_id"),
+            _pairs(s.ciphertexts, "peer", "ciphertext"),
+            _fixed(s.seed_commitment, 32, "seed_commitment"),
+        )
+    if kind == "masked_input_chunk":
+        c = env.masked_input_chunk
+        dtype = _WIDTHS.get(c.element_width)
+        if dtype is None:
+            raise EncodingError("element width must be 4 or 8")
+        if not c.data or len(c.data) % c.element_width:
+            raise EncodingError("chunk data is not a non-zero whole number of elements")
+        data = np.frombuffer(c.data, dtype=dtype)
+        return MaskedInputChunk(
+            _fixed(c.session_id, ID_BYTES, "session_id"), c.index, c.count, c.offset, data
+        )
+    if kind == "consistency_signature":
+        c = env.consistency_signature
+        return ConsistencySignature(
+            _fixed(c.session_id, ID_BYTES, "session_id"), _blob(c.signature, "signature", 64)
+        )
+    if kind == "unmask_response":
+        u = env.unmask_response
+        return UnmaskResponse(
+            _fixed(u.session_id, ID_BYTES, "session_id"),
+            _pairs(u.seed_shares, "owner", "share"),
+            _pairs(u.key_shares, "owner", "share"),
+        )
+    if kind == "client_abort":
+        a = env.client_abort
+        return ClientAbort(_text(a.code, 64, "code"), _text(a.reason, 1024, "reason"))
+    raise EncodingError("empty or unknown client message")
