@@ -73,6 +73,8 @@ _COMMON_CLIENT: dict[tuple[ClientState, type], ClientState] = {
     # an identical retry of the unmask request gets the same answer; a different one is refused (A2)
     (ClientState.UNMASKED, UnmaskRequest): ClientState.UNMASKED,
     (ClientState.UNMASKED, RoundComplete): ClientState.DONE,
+    # a survivor whose later request or reply was lost or late still learns that the round completed
+    (ClientState.MASKED, RoundComplete): ClientState.DONE,
 }
 
 CLIENT_TRANSITIONS: dict[Mode, dict[tuple[ClientState, type], ClientState]] = {
@@ -84,6 +86,7 @@ CLIENT_TRANSITIONS: dict[Mode, dict[tuple[ClientState, type], ClientState]] = {
         **_COMMON_CLIENT,
         (ClientState.MASKED, ConsistencyRequest): ClientState.SIGNED,
         (ClientState.SIGNED, UnmaskRequest): ClientState.UNMASKED,
+        (ClientState.SIGNED, RoundComplete): ClientState.DONE,
     },
 }
 """(mode, state, event type) -> next state. A ServerAbort is legal in every non-terminal state."""
