@@ -22,7 +22,7 @@ from secagg.crypto import shamir
 from secagg.crypto.keys import X25519KeyPair
 from secagg.crypto.rng import DeterministicRandom
 from secagg.crypto.secret import SecretBytes
-from secagg.errors import ConfigurationError, RoundAborted
+from secagg.errors import ConfigurationError, LocalProtocolError, RoundAborted
 from secagg.protocol import recipes
 from secagg.protocol.client import ClientInput
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
@@ -852,7 +852,7 @@ def test_B9_weight_outside_its_range_is_refused_by_the_client() -> None:
     setup = setup_round(n=4, t=2, max_weight=3)
     bad = ClientInput(np.zeros(setup.config.dim, dtype=np.float32), 4)
     setup.clients[2].provide_input(bad)
-    with pytest.raises(Exception, match="weight"):
+    with pytest.raises(LocalProtocolError, match="weight"):
         run(setup)
 
 
