@@ -105,6 +105,7 @@ class _Staging:
     """A client's masked input while its chunks arrive; added to the sum only when complete and valid."""
 
     count: int
+    direct: bool = False
     received: int = 0
     offset: int = 0
     buffer: NDArray[Any] | None = None
@@ -121,7 +122,7 @@ class ServerSession:
         roster: Mapping[int, bytes] | None = None,
         timeouts: StageTimeouts | None = None,
         expander: MaskExpander | None = None,
-        max_staging_clients: int | None = None,
+        staging_budget_bytes: int | None = None,
     ) -> None:
         if config.mode is Mode.HARDENED:
             if roster is None:
@@ -143,7 +144,8 @@ class ServerSession:
         )
         self._hood = recipes.neighbourhoods(config.participants, config.k, config.graph_seed)
         self._tag = config.round_tag()
-        self._max_staging = max_staging_clients
+        self._staging_budget = staging_budget_bytes
+        self._partial: set[int] = set()  # clients dropped after some of their chunks entered the sum
         self._expected: set[int] = set()
         self._rejected: set[int] = set()
         self._ads: dict[int, KeyAdvertisement] = {}
@@ -197,6 +199,11 @@ class ServerSession:
             out.append(self._audit("message-rejected", sender, "not expected in this stage"))
         else:
             out += self._handle(sender, message)
+        if self._partial and self.state not in TERMINAL_SERVER:
+            who = sorted(self._partial)[:5]
+            return out + self._abort(
+                RoundAborted("PARTIAL_INPUT", f"clients {who} failed mid-stream after chunks entered the sum")
+            )
         if self._stage_complete():
             out += self._close(now)
         return out
@@ -287,9 +294,11 @@ class ServerSession:
         if st is None:
             if not 1 <= msg.count <= min(MAX_CHUNKS, length):
                 return self._reject(sender, "bad chunk count")
-            if msg.count > 1 and self._max_staging is not None and len(self._staging) >= self._max_staging:
-                return self._reject(sender, "too many clients streaming at once")
             st = _Staging(count=msg.count)
+            if msg.count > 1 and self._staging_budget is not None:
+                vector_bytes = length * self.ring.word_bytes
+                staged = sum(vector_bytes for s in self._staging.values() if not s.direct)
+                st.direct = staged + vector_bytes > self._staging_budget
         data = msg.data
         if msg.count != st.count or msg.index != st.received or msg.offset != st.offset:
             return self._reject(sender, "chunk out of order, or a changed chunk count")
@@ -308,12 +317,15 @@ class ServerSession:
         if narrow and int(data.max()) >= cfg.modulus:  # B1: an element outside the ring
             return self._reject(sender, "element >= modulus")
         acc = self._accumulator()
-        if st.count == 1:
-            self.ring.add_into(acc, data)  # the common case: no staging copy at all
+        if st.count == 1 or st.direct:
+            # one chunk, or no staging budget left: straight into the sum (a direct stream that fails
+            # later cannot be taken back out, so it aborts the round: see _drop)
+            self.ring.add_into(acc[msg.offset : end], data)
         else:
             if st.buffer is None:
                 st.buffer = self.ring.zeros(length)
             st.buffer[msg.offset : end] = data
+        if st.count > 1:
             st.chunks.append(_chunk_digest(msg))
         st.received += 1
         st.offset = end
@@ -434,7 +446,11 @@ class ServerSession:
         out: list[ServerEvent] = []
         for c in sorted(self._staging):  # incomplete streams: rejected (and their partial data discarded)
             out.append(self._audit("client-rejected", c, "masked input incomplete at the deadline"))
-        self._staging.clear()
+            self._drop(c)
+        if self._partial:
+            raise RoundAborted(
+                "PARTIAL_INPUT", f"clients {sorted(self._partial)[:5]} did not finish their stream"
+            )
         u3 = tuple(sorted(self._complete))
         self._require(len(u3), "masked inputs")
         self._u3 = u3
@@ -581,7 +597,9 @@ class ServerSession:
 
     def _drop(self, client: int) -> None:
         self._expected.discard(client)
-        self._staging.pop(client, None)
+        st = self._staging.pop(client, None)
+        if st is not None and st.direct and st.received:
+            self._partial.add(client)
 
     def _reject(self, client: int, why: str) -> list[ServerEvent]:
         self._rejected.add(client)
