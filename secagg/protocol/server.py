@@ -309,6 +309,8 @@ class ServerSession:
             or data.size == 0
         ):
             return self._reject(sender, "chunk of the wrong dtype or shape")
+        # the ring kernels take C-contiguous writable arrays; decoded chunks are read-only buffer views
+        data = np.require(data, requirements=("C", "W"))
         end = msg.offset + data.shape[0]
         last = msg.index == st.count - 1
         if end > length or (last and end != length):
