@@ -37,6 +37,8 @@ from secagg.protocol.messages import (
     SharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
+    decode_message,
+    encode_message,
 )
 from secagg.protocol.rules import ClientState, ServerState, Stage
 from secagg.protocol.server import Audit
@@ -194,6 +196,33 @@ def test_B1_bad_chunk_mid_stream_discards_partial_input(fault: str) -> None:
     rr = run(setup, to_server=tamper(5, MaskedInputChunk, _chunk_fault(fault)))
     assert_rejected(rr, 5, Stage.MASKED_INPUT)
     assert_exact(setup, everyone_but(setup, 5))
+
+
+def _read_only(m: MaskedInputChunk) -> MaskedInputChunk:
+    data = m.data.copy()
+    data.setflags(write=False)
+    return replace(m, data=data)
+
+
+def _strided(m: MaskedInputChunk) -> MaskedInputChunk:
+    return replace(m, data=np.repeat(m.data, 2)[::2])
+
+
+def _through_the_codec(m: MaskedInputChunk) -> Any:
+    return decode_message(encode_message(m))  # what a real transport hands the server
+
+
+@pytest.mark.parametrize("form", [_read_only, _strided, _through_the_codec], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunked"])
+def test_B1_valid_vector_in_another_memory_layout_is_accepted(
+    form: Callable[[MaskedInputChunk], Any], chunk: int | None
+) -> None:
+    """Same values, other layout (read-only, as decoded from bytes; or a strided view): a valid input,
+    summed exactly; never an exception out of the server."""
+    setup = setup_round(dim=7, chunk_elems=chunk)
+    rr = run(setup, to_server=tamper(2, MaskedInputChunk, form))
+    assert not events(rr, "client-rejected")
+    assert_exact(setup, setup.config.participants)
 
 
 def test_B1_stream_cut_short_is_rejected_at_the_deadline() -> None:
