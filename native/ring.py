@@ -56,11 +56,14 @@ MAX_GENERAL_MODULUS = 1 << 63
 """A modulus that is not a power of two must be below this (so a + b never overflows uint64)."""
 
 _ONE = np.uint64(1)
+# The added vector may be read-only (e.g. a chunk decoded in place from a received message).
+_RO_U32 = numba.types.Array(uint32, 1, "C", readonly=True)
+_RO_U64 = numba.types.Array(uint64, 1, "C", readonly=True)
 
 # ---------------------------------------------------------------------------------------------- kernels
 
 
-@numba.njit(void(uint32[::1], uint32[::1], uint32), cache=True, nogil=True)
+@numba.njit([void(uint32[::1], uint32[::1], uint32), void(uint32[::1], _RO_U32, uint32)], cache=True, nogil=True)
 def add_pow2_u32(acc: Any, x: Any, mask: Any) -> None:
     """acc = (acc + x) & mask on uint32 (M = mask + 1 <= 2^32 a power of two); x need not be reduced."""
     # A uint32 mask lets LLVM narrow the widened sum back to 32-bit SIMD lanes.
@@ -68,7 +71,7 @@ def add_pow2_u32(acc: Any, x: Any, mask: Any) -> None:
         acc[i] = np.uint32((np.uint64(acc[i]) + np.uint64(x[i])) & np.uint64(mask))
 
 
-@numba.njit(void(uint32[::1], uint32[::1], uint32), cache=True, nogil=True)
+@numba.njit([void(uint32[::1], uint32[::1], uint32), void(uint32[::1], _RO_U32, uint32)], cache=True, nogil=True)
 def sub_pow2_u32(acc: Any, x: Any, mask: Any) -> None:
     """acc = (acc - x) & mask on uint32 (M = mask + 1 <= 2^32 a power of two); x need not be reduced."""
     for i in range(acc.shape[0]):
@@ -76,7 +79,7 @@ def sub_pow2_u32(acc: Any, x: Any, mask: Any) -> None:
         acc[i] = np.uint32((np.uint64(acc[i]) + (np.uint64(4294967296) - np.uint64(x[i]))) & np.uint64(mask))
 
 
-@numba.njit(void(uint64[::1], uint64[::1], uint64), cache=True, nogil=True)
+@numba.njit([void(uint64[::1], uint64[::1], uint64), void(uint64[::1], _RO_U64, uint64)], cache=True, nogil=True)
 def add_pow2_u64(acc: Any, x: Any, mask: Any) -> None:
     """acc = (acc + x) mod (mask + 1) on uint64, M = mask + 1 <= 2^64 a power of two; x may be unreduced."""
     for i in range(acc.shape[0]):
@@ -86,7 +89,7 @@ def add_pow2_u64(acc: Any, x: Any, mask: Any) -> None:
         acc[i] = a - room - _ONE if a > room else a + xm
 
 
-@numba.njit(void(uint64[::1], uint64[::1], uint64), cache=True, nogil=True)
+@numba.njit([void(uint64[::1], uint64[::1], uint64), void(uint64[::1], _RO_U64, uint64)], cache=True, nogil=True)
 def sub_pow2_u64(acc: Any, x: Any, mask: Any) -> None:
     """acc = (acc - x) mod (mask + 1) on uint64, M = mask + 1 <= 2^64 a power of two; x may be unreduced."""
     for i in range(acc.shape[0]):
@@ -96,7 +99,7 @@ def sub_pow2_u64(acc: Any, x: Any, mask: Any) -> None:
         acc[i] = a - xm if a >= xm else a + (mask - xm) + _ONE
 
 
-@numba.njit(void(uint32[::1], uint32[::1], uint64), cache=True, nogil=True)
+@numba.njit([void(uint32[::1], uint32[::1], uint64), void(uint32[::1], _RO_U32, uint64)], cache=True, nogil=True)
 def add_mod_u32(acc: Any, x: Any, m: Any) -> None:
     """acc = (acc + x) mod m on uint32, for any 2 <= m <= 2^32 and inputs already < m."""
     for i in range(acc.shape[0]):
@@ -104,7 +107,7 @@ def add_mod_u32(acc: Any, x: Any, m: Any) -> None:
         acc[i] = s - m if s >= m else s
 
 
-@numba.njit(void(uint32[::1], uint32[::1], uint64), cache=True, nogil=True)
+@numba.njit([void(uint32[::1], uint32[::1], uint64), void(uint32[::1], _RO_U32, uint64)], cache=True, nogil=True)
 def sub_mod_u32(acc: Any, x: Any, m: Any) -> None:
     """acc = (acc - x) mod m on uint32, for any 2 <= m <= 2^32 and inputs already < m."""
     for i in range(acc.shape[0]):
@@ -113,7 +116,7 @@ def sub_mod_u32(acc: Any, x: Any, m: Any) -> None:
         acc[i] = a - b if a >= b else a + (m - b)
 
 
-@numba.njit(void(uint64[::1], uint64[::1], uint64), cache=True, nogil=True)
+@numba.njit([void(uint64[::1], uint64[::1], uint64), void(uint64[::1], _RO_U64, uint64)], cache=True, nogil=True)
 def add_mod_u64(acc: Any, x: Any, m: Any) -> None:
     """acc = (acc + x) mod m on uint64, for any 2 <= m < 2^63 and inputs already < m (sum < 2^64)."""
     for i in range(acc.shape[0]):
@@ -121,7 +124,7 @@ def add_mod_u64(acc: Any, x: Any, m: Any) -> None:
         acc[i] = s - m if s >= m else s
 
 
-@numba.njit(void(uint64[::1], uint64[::1], uint64), cache=True, nogil=True)
+@numba.njit([void(uint64[::1], uint64[::1], uint64), void(uint64[::1], _RO_U64, uint64)], cache=True, nogil=True)
 def sub_mod_u64(acc: Any, x: Any, m: Any) -> None:
     """acc = (acc - x) mod m on uint64, for any 2 <= m < 2^63 and inputs already < m."""
     for i in range(acc.shape[0]):

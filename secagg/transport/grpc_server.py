@@ -1,0 +1,369 @@
+"""The aggregation server over gRPC: silos dial in on a bidirectional stream, mutual TLS names them.
+
+The server never connects to a silo. Each silo opens `Aggregator.Participate`; the silo id is the roster
+entry whose certificate identity equals the common name of the silo's verified client certificate, never a
+field the silo sends. One coordinator thread runs the rounds: it drives a `ServerSession` (the same sans-IO
+session the in-process simulator drives) with the messages the stream readers queue, and puts the
+session's replies on each silo's outgoing queue. Stage deadlines use a monotonic clock. A silo whose
+stream breaks is a dropout of the round in progress; a message that does not decode ends that silo's
+stream with INVALID_ARGUMENT and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from secagg.crypto.rng import RandomSource
+from secagg.deploy.config import ServerConfig
+from secagg.errors import ConfigurationError, EncodingError, RoundAborted
+from secagg.protocol.config import Mode, RoundConfig
+from secagg.protocol.messages import ClientAbort, ClientMessage
+from secagg.protocol.server import AggregateResult, Audit, Send, ServerSession
+from secagg.transport import wire
+from secagg.transport._generated import secagg_pb2 as pb
+from secagg.transport._generated import secagg_pb2_grpc as pb_grpc
+
+log = logging.getLogger("secagg.server")
+
+INSECURE_ID_HEADER = "x-secagg-silo-id"
+"""With an explicit insecure server only (local experiments), the silo names itself in this header."""
+
+
+@dataclass
+class RoundOutcome:
+    """What one round produced: the aggregate, or the typed reason it aborted."""
+
+    round: int
+    result: AggregateResult | None
+    error: RoundAborted | None
+    seconds: float
+    participants: tuple[int, ...] = ()
+
+
+class _Conn:
+    """One silo's live stream: an outgoing queue and a generation number (a reconnect is a new one)."""
+
+    def __init__(self, silo: int, generation: int) -> None:
+        self.silo = silo
+        self.generation = generation
+        self.outbox: queue.Queue[pb.ServerEnvelope | None] = queue.Queue()
+        self.closed = threading.Event()
+
+
+_CLOSED = "closed"
+
+
+class AggregationServer:
+    """A gRPC aggregation server running `config.rounds` SecAgg+ rounds among the silos that dial in."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        rng: RandomSource,
+        audit: Callable[[Audit, int], None] | None = None,
+        model_hash: Callable[[int], bytes] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        first_round: int = 0,
+    ) -> None:
+        tls = config.tls
+        if not tls.insecure and (tls.cert is None or tls.key is None):
+            raise ConfigurationError("TLS certificate and key are required (or an explicit insecure = true)")
+        if not tls.insecure and tls.client_ca is None:
+            raise ConfigurationError("mutual TLS needs a client CA (scenario D3): refusing to start")
+        self.config = config
+        self._identity_keys = config.roster.identity_keys()
+        self._rng = rng
+        self._audit = audit
+        self._model_hash = model_hash
+        self._clock = clock
+        self._first_round = first_round
+        self._lock = threading.Lock()
+        self._conns: dict[int, _Conn] = {}
+        self._generation = 0
+        self._inbox: queue.Queue[tuple[int, int, ClientMessage | str]] = queue.Queue(maxsize=64)
+        self._serving = False
+        self._stopping = threading.Event()
+        self._server: grpc.Server | None = None
+        self._session: ServerSession | None = None
+        self.port: int | None = None
+        self.outcomes: list[RoundOutcome] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> int:
+        """Bind and start serving; returns the bound port."""
+        cfg = self.config
+        n_silos = len(cfg.roster)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=2 * n_silos + 8, thread_name_prefix="secagg-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", cfg.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_AggregatorServicer_to_server(_Servicer(self), server)
+        tls = cfg.tls
+        if tls.insecure:
+            log.warning("INSECURE: serving without TLS; silos name themselves. For local experiments only.")
+            port = server.add_insecure_port(cfg.listen)
+        else:
+            assert tls.key is not None and tls.cert is not None and tls.client_ca is not None
+            creds = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=tls.client_ca.read_bytes(),
+                require_client_auth=True,
+            )
+            port = server.add_secure_port(cfg.listen, creds)
+        if port == 0:
+            raise ConfigurationError(f"cannot listen on {cfg.listen}")
+        server.start()
+        self._server = server
+        self._serving = True
+        self.port = port
+        log.info("listening on %s (port %d), %s", cfg.listen, port, "insecure" if tls.insecure else "mutual TLS")
+        return int(port)
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Drain: report NOT_SERVING, abort a round in progress (silos erase their secrets), stop."""
+        self._serving = False
+        self._stopping.set()
+        session = self._session
+        if session is not None:
+            with self._lock:
+                self._dispatch(session.abort("SERVER_SHUTDOWN", "the server is shutting down"), -1)
+        with self._lock:
+            for conn in self._conns.values():
+                conn.outbox.put(None)
+        if self._server is not None:
+            self._server.stop(grace).wait()
+
+    @property
+    def serving(self) -> bool:
+        """Health: True while accepting silos and running rounds."""
+        return self._serving
+
+    # ------------------------------------------------------------------ streams (called by the servicer)
+
+    def _attach(self, silo: int) -> _Conn:
+        with self._lock:
+            old = self._conns.get(silo)
+            self._generation += 1
+            conn = _Conn(silo, self._generation)
+            self._conns[silo] = conn
+        if old is not None:  # a reconnect replaces the old stream (C10: it cannot rejoin the round)
+            old.outbox.put(None)
+            self._inbox.put((silo, old.generation, _CLOSED))
+        log.info("silo %d connected", silo)
+        return conn
+
+    def _detach(self, conn: _Conn) -> None:
+        with self._lock:
+            if self._conns.get(conn.silo) is conn:
+                del self._conns[conn.silo]
+        conn.closed.set()
+        self._inbox.put((conn.silo, conn.generation, _CLOSED))
+        log.info("silo %d disconnected", conn.silo)
+
+    def _connected(self) -> list[int]:
+        with self._lock:
+            return sorted(self._conns)
+
+    # ------------------------------------------------------------------ rounds
+
+    def run(self) -> list[RoundOutcome]:
+        """Run the configured number of rounds (blocking). Returns their outcomes."""
+        for r in range(self._first_round, self._first_round + self.config.rounds):
+            if self._stopping.is_set():
+                break
+            self.outcomes.append(self.run_round(r))
+        return self.outcomes
+
+    def _wait_for_silos(self) -> list[int]:
+        cfg = self.config
+        need = cfg.min_silos
+        deadline = self._clock() + cfg.deadlines.connect
+        while self._clock() < deadline and not self._stopping.is_set():
+            if len(self._connected()) >= need:
+                break
+            time.sleep(0.02)
+        return self._connected()
+
+    def _round_config(self, r: int, participants: list[int]) -> RoundConfig:
+        model_hash = self._model_hash(r) if self._model_hash else bytes(32)
+        return self.config.round_config(r, participants, self._rng.random_bytes(32), model_hash)
+
+    def run_round(self, r: int) -> RoundOutcome:
+        """One round among the silos connected now (at least min_silos, within the connect timeout)."""
+        t0 = time.perf_counter()
+        participants = self._wait_for_silos()
+        try:
+            config = self._round_config(r, participants)
+        except ConfigurationError as exc:
+            err = RoundAborted("TOO_FEW_CLIENTS", f"cannot start round {r} with {len(participants)} silos: {exc}")
+            self._record(Audit("round-not-started", None, str(err)), r)
+            log.error("%s", err)
+            return RoundOutcome(r, None, err, time.perf_counter() - t0, tuple(participants))
+        session = ServerSession(
+            config,
+            roster=self._identity_keys if config.mode is Mode.HARDENED else None,
+            timeouts=self.config.deadlines.stage_timeouts(),
+            staging_budget_bytes=self.config.staging_budget_bytes,
+        )
+        # generations of the streams taking part: a message from an older stream of a silo is stale
+        with self._lock:
+            generations = {c: self._conns[c].generation for c in participants if c in self._conns}
+        self._session = session
+        log.info("round %d: %d silos, mode %s, k=%d, t=%d", r, config.n, config.mode.value, config.k, config.t)
+        with self._lock:
+            self._dispatch(session.start(self._clock()), r)
+        while not self._stopping.is_set() and session.result is None and session.error is None:
+            timeout = max(0.0, min(session.deadline - self._clock(), 0.5))
+            try:
+                silo, gen, item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                with self._lock:
+                    self._dispatch(session.poll(self._clock()), r)
+                continue
+            if generations.get(silo) != gen:
+                continue  # from a stream that is not part of this round
+            now = self._clock()
+            message = ClientAbort("DISCONNECTED", "stream closed") if item == _CLOSED else item
+            assert not isinstance(message, str)
+            with self._lock:
+                self._dispatch(session.receive(silo, message, now), r)
+                self._dispatch(session.poll(self._clock()), r)
+        self._session = None
+        outcome = RoundOutcome(r, session.result, session.error, time.perf_counter() - t0, config.participants)
+        self._write_outcome(config, outcome)
+        return outcome
+
+    def _dispatch(self, events: list[Audit | Send], r: int) -> None:
+        """Send messages to their silos' queues, write audit records. Called with the lock held."""
+        for ev in events:
+            if isinstance(ev, Audit):
+                self._record(ev, r)
+                continue
+            conn = self._conns.get(ev.to)
+            if conn is not None:
+                conn.outbox.put(wire.server_to_proto(ev.message))
+
+    def _record(self, ev: Audit, r: int) -> None:
+        if self._audit is not None:
+            self._audit(ev, r)
+        log.debug("audit round=%d %s client=%s stage=%s %s", r, ev.event, ev.client, ev.stage, ev.detail)
+
+    def _write_outcome(self, config: RoundConfig, outcome: RoundOutcome) -> None:
+        out_dir = self.config.output_dir
+        res = outcome.result
+        summary: dict[str, Any] = {
+            "run_id": config.run_id,
+            "round": config.round,
+            "participants": list(config.participants),
+            "k": config.k,
+            "t": config.t,
+            "mode": config.mode.value,
+            "dim": config.dim,
+            "seconds": round(outcome.seconds, 6),
+            "ok": res is not None,
+        }
+        if res is not None:
+            summary.update(
+                session_id=res.session_id.hex(),
+                survivors=list(res.survivors),
+                dropped=list(res.dropped),
+                total_weight=res.total_weight,
+            )
+            log.info("round %d: aggregate of %d silos in %.3f s", config.round, len(res.survivors), outcome.seconds)
+        else:
+            err = outcome.error
+            summary.update(error_code=getattr(err, "code", None), error=str(err))
+            log.warning("round %d aborted: %s", config.round, err)
+        if out_dir is None:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if res is not None:
+            np.save(out_dir / f"round-{config.round}.sum.npy", res.sum)
+            np.save(out_dir / f"round-{config.round}.mean.npy", res.mean)
+        (out_dir / f"round-{config.round}.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
+    """The gRPC face of AggregationServer."""
+
+    def __init__(self, server: AggregationServer) -> None:
+        self._server = server
+
+    def _identify(self, context: grpc.ServicerContext) -> int:
+        cfg = self._server.config
+        if cfg.tls.insecure:
+            meta = dict(context.invocation_metadata())
+            try:
+                silo = int(meta.get(INSECURE_ID_HEADER, ""))
+            except ValueError:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "insecure mode: silo id header missing")
+            if cfg.roster.by_id(silo) is None:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "unknown silo")
+            return silo
+        names = context.auth_context().get("x509_common_name") or []
+        for raw in names:
+            entry = cfg.roster.by_certificate_identity(raw.decode("utf-8", "replace"))
+            if entry is not None:
+                return entry.id
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "client certificate not in the roster")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def Participate(  # noqa: N802 - gRPC method name
+        self, request_iterator: Iterator[pb.ClientEnvelope], context: grpc.ServicerContext
+    ) -> Iterator[pb.ServerEnvelope]:
+        server = self._server
+        if not server.serving:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining")
+        silo = self._identify(context)
+        conn = server._attach(silo)
+        bad: list[str] = []
+
+        def read() -> None:
+            try:
+                for env in request_iterator:
+                    try:
+                        msg = wire.client_from_proto(env)
+                    except EncodingError as exc:
+                        bad.append(str(exc))
+                        conn.outbox.put(None)
+                        return
+                    server._inbox.put((silo, conn.generation, msg))
+            except grpc.RpcError:
+                pass
+            finally:
+                conn.outbox.put(None)
+
+        reader = threading.Thread(target=read, name=f"secagg-read-{silo}", daemon=True)
+        reader.start()
+        context.add_callback(lambda: conn.outbox.put(None))
+        try:
+            while True:
+                env = conn.outbox.get()
+                if env is None:
+                    break
+                yield env
+        finally:
+            server._detach(conn)
+        if bad:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {bad[0]}"[:200])
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:  # noqa: N802
+        status = pb.HealthResponse.SERVING if self._server.serving else pb.HealthResponse.NOT_SERVING
+        return pb.HealthResponse(status=status, wire_version=1)

@@ -1,0 +1,237 @@
+"""A silo over gRPC: dials out to the aggregation server (mutual TLS) and runs one ClientSession per round.
+
+Silos sit behind firewalls that allow only outbound connections, so the silo opens the stream and keeps it
+open; the server sends each stage's request on it. A broken stream ends the round in progress for this
+silo (its round secrets are dropped with the session) and the silo reconnects with exponential backoff.
+Masked-input chunks are converted to protobuf one at a time as gRPC pulls them, so memory stays about the
+model's size plus a chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from secagg.crypto.keys import IdentityKey
+from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
+from secagg.deploy.config import DEFAULT_CHUNK_ELEMS, MESSAGE_OVERHEAD_BYTES, SiloConfig
+from secagg.errors import ConfigurationError, EncodingError
+from secagg.protocol.client import ClientInput, ClientSession, ContributionLedger
+from secagg.protocol.config import RoundConfig
+from secagg.protocol.messages import ClientMessage, RoundComplete, ServerAbort, SetupRequest
+from secagg.protocol.rules import ClientState
+from secagg.transport import wire
+from secagg.transport._generated import secagg_pb2 as pb
+from secagg.transport._generated import secagg_pb2_grpc as pb_grpc
+from secagg.transport.grpc_server import INSECURE_ID_HEADER
+
+log = logging.getLogger("secagg.silo")
+
+InputProvider = Callable[[RoundConfig], ClientInput]
+
+
+@dataclass
+class SiloRound:
+    """What this silo saw of one round."""
+
+    run_id: str
+    round: int
+    state: str
+    error: str | None = None
+    error_code: str | None = None
+    survivors: tuple[int, ...] = ()
+
+
+@dataclass
+class _Stream:
+    outbox: queue.Queue[ClientMessage | None] = field(default_factory=queue.Queue)
+
+
+class SiloRunner:
+    """Connects, takes part in rounds, reconnects; `run` returns the rounds it saw end."""
+
+    def __init__(
+        self,
+        config: SiloConfig,
+        *,
+        inputs: InputProvider | None = None,
+        ledger: ContributionLedger | None = None,
+        rng: RandomSource | None = None,
+        identity: IdentityKey | None = None,
+    ) -> None:
+        tls = config.tls
+        if not tls.insecure and (tls.ca is None or tls.cert is None or tls.key is None):
+            raise ConfigurationError("a silo needs the CA, its certificate and its key (or an explicit insecure)")
+        self.config = config
+        self.silo_id = config.silo_id
+        self._inputs: InputProvider = inputs or config.data.client_input
+        self._ledger: ContributionLedger = ledger if ledger is not None else config.open_ledger()
+        self._identity = identity if identity is not None else config.load_identity()
+        self._policy = config.to_client_policy()
+        self._chunk_elems = max(
+            1024, min(DEFAULT_CHUNK_ELEMS, (config.max_message_bytes - MESSAGE_OVERHEAD_BYTES) // 8)
+        )
+        seeded = config.seed is not None
+        self._rng: RandomSource = rng or (DeterministicRandom(config.seed or 0) if seeded else SystemRandom())
+        self._session: ClientSession | None = None
+        self.rounds: list[SiloRound] = []
+        self.connections = 0
+
+    def _channel(self) -> grpc.Channel:
+        c = self.config
+        chan_opts: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", c.max_message_bytes),
+            ("grpc.max_send_message_length", c.max_message_bytes),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ]
+        if c.tls.insecure:
+            log.warning("INSECURE: connecting without TLS. For local experiments only.")
+            return grpc.insecure_channel(c.server, options=chan_opts)
+        assert c.tls.ca is not None and c.tls.cert is not None and c.tls.key is not None
+        chan_opts.append(("grpc.ssl_target_name_override", c.server_name))
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=c.tls.ca.read_bytes(),
+            private_key=c.tls.key.read_bytes(),
+            certificate_chain=c.tls.cert.read_bytes(),
+        )
+        return grpc.secure_channel(c.server, creds, options=chan_opts)
+
+    def run(self, rounds: int | None = None, stop: threading.Event | None = None) -> list[SiloRound]:
+        """Take part until `rounds` rounds ended (completed or aborted), or until stop is set."""
+        stop = stop or threading.Event()
+        backoff = self.config.reconnect.initial_backoff
+        while not stop.is_set() and (rounds is None or len(self.rounds) < rounds):
+            got_message = self._connect_once(rounds, stop)
+            if stop.is_set() or (rounds is not None and len(self.rounds) >= rounds):
+                break
+            rc = self.config.reconnect
+            backoff = rc.initial_backoff if got_message else min(backoff * 2, rc.max_backoff)
+            stop.wait(backoff)
+        return self.rounds
+
+    def _connect_once(self, rounds: int | None, stop: threading.Event) -> bool:
+        """One connection: returns whether the server sent anything on it."""
+        stream = _Stream()
+        got = False
+        channel = self._channel()
+        self.connections += 1
+        metadata = [(INSECURE_ID_HEADER, str(self.silo_id))] if self.config.tls.insecure else None
+
+        def requests() -> Iterator[pb.ClientEnvelope]:
+            while True:
+                item = stream.outbox.get()
+                if item is None:
+                    return
+                yield wire.client_to_proto(item)  # one chunk at a time: converted as gRPC pulls it
+
+        def watch() -> None:  # a stop request ends the request stream too
+            stop.wait()
+            stream.outbox.put(None)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            responses = pb_grpc.AggregatorStub(channel).Participate(requests(), metadata=metadata)
+            for env in responses:
+                got = True
+                self._handle(env, stream)
+                if stop.is_set() or (rounds is not None and len(self.rounds) >= rounds):
+                    responses.cancel()
+                    break
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code is not grpc.StatusCode.CANCELLED:
+                log.warning("silo %d: stream ended: %s %s", self.silo_id, code, getattr(exc, "details", lambda: "")())
+        finally:
+            stream.outbox.put(None)
+            channel.close()
+            self._end_round("DISCONNECTED", "the stream to the server ended")
+        return got
+
+    def _handle(self, env: pb.ServerEnvelope, stream: _Stream) -> None:
+        try:
+            msg = wire.server_from_proto(env)
+        except EncodingError as exc:
+            log.warning("silo %d: malformed message from the server: %s", self.silo_id, exc)
+            self._end_round("MALFORMED", str(exc))
+            return
+        if isinstance(msg, SetupRequest):
+            self._end_round("SUPERSEDED", "a new round started")
+            cfg = msg.config
+            rng = self._rng
+            rounding = None
+            seed = self.config.seed
+            if seed is not None:
+                rng = DeterministicRandom(seed, label=b"secagg/v1/silo/round-%d" % cfg.round)
+                rounding = DeterministicRandom(rounding_seed(seed, cfg.round), label=ROUNDING_LABEL)
+            self._session = ClientSession(
+                self.silo_id,
+                rng=rng,
+                policy=self._policy,
+                identity=self._identity,
+                ledger=self._ledger,
+                input=self._inputs,
+                chunk_elems=self._chunk_elems,
+                rounding_rng=rounding,
+            )
+        session = self._session
+        if session is None:
+            return  # a stage request of a round we are not part of (e.g. we reconnected mid-round)
+        for reply in session.receive(msg):
+            stream.outbox.put(reply)
+        if session.state in (ClientState.DONE, ClientState.ABORTED):
+            self._record(session, msg)
+            self._session = None
+
+    def _record(self, session: ClientSession, last: object) -> None:
+        cfg = session.config
+        err = session.error
+        survivors = last.survivors if isinstance(last, RoundComplete) else ()
+        rep = SiloRound(
+            run_id=cfg.run_id if cfg else "",
+            round=cfg.round if cfg else -1,
+            state=session.state.value,
+            error=str(err) if err else None,
+            error_code=getattr(err, "code", None),
+            survivors=tuple(survivors),
+        )
+        if isinstance(last, ServerAbort):
+            rep.error_code = last.code
+        self.rounds.append(rep)
+        log.info("silo %d: round %s ended: %s %s", self.silo_id, rep.round, rep.state, rep.error or "")
+
+    def _end_round(self, code: str, reason: str) -> None:
+        """Drop the session in progress (and with it the round's secrets)."""
+        session = self._session
+        if session is None:
+            return
+        self._session = None
+        if session.state not in (ClientState.DONE, ClientState.ABORTED):
+            cfg = session.config
+            self.rounds.append(SiloRound(cfg.run_id if cfg else "", cfg.round if cfg else -1, "aborted", reason, code))
+            log.info("silo %d: round abandoned: %s", self.silo_id, reason)
+
+
+ROUNDING_LABEL = b"secagg/v1/silo/rounding"
+
+
+def rounding_seed(seed: int, round_: int) -> bytes:
+    """The stochastic-rounding seed of a seeded silo in a round (tests recompute its quantised input)."""
+    return seed.to_bytes(16, "big") + round_.to_bytes(8, "big")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    """Poll predicate until it holds or timeout passes (for command-line tools and tests)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
