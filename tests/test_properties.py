@@ -27,9 +27,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from secagg.errors import PolicyRefusal, RoundAborted
 from secagg.protocol import recipes
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, StageTimeouts
-from secagg.protocol.messages import ClientMessage, ServerMessage, UnmaskRequest
+from secagg.protocol.messages import (
+    ClientMessage,
+    ServerMessage,
+    UnmaskRequest,
+    decode_message,
+    encode_message,
+)
 from secagg.protocol.rules import TERMINAL_CLIENT, TERMINAL_SERVER, ClientState, Stage
-from secagg.protocol.server import Audit, Send
+from secagg.protocol.server import Audit, Send, ServerSession
 from secagg.simulation import SimulationSetup, build, expected_sum, run
 
 POLICY = ClientPolicy(
@@ -142,6 +148,20 @@ def check_exact(setup: SimulationSetup, survivors: Iterable[int]) -> None:
 # ---------------------------------------------------------------- E3
 
 
+def through_codec(_: int, msg: Any) -> Any:
+    """Every message crosses the wire as canonical bytes, as over a real transport."""
+    return decode_message(encode_message(msg))
+
+
+def with_budget(setup: SimulationSetup, budget: int | None) -> SimulationSetup:
+    """The same round with a server of the given staging budget (0: every chunk straight into the sum)."""
+    old = setup.server
+    setup.server = ServerSession(
+        setup.config, roster=old.roster, timeouts=old.timeouts, staging_budget_bytes=budget
+    )
+    return setup
+
+
 @st.composite
 def rounds(draw: st.DrawFn) -> tuple[RoundConfig, dict[int, Stage], int | None]:
     mode = draw(st.sampled_from(Mode))
@@ -169,13 +189,21 @@ def rounds(draw: st.DrawFn) -> tuple[RoundConfig, dict[int, Stage], int | None]:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rounds(), st.integers(min_value=0, max_value=2**16))
+@given(
+    rounds(),
+    st.integers(min_value=0, max_value=2**16),
+    st.booleans(),
+    st.sampled_from([None, 0, 64]),
+)
 def test_E3_sum_is_exact_or_the_round_aborts_only_below_threshold(
-    case: tuple[RoundConfig, dict[int, Stage], int | None], seed: int
+    case: tuple[RoundConfig, dict[int, Stage], int | None], seed: int, codec: bool, budget: int | None
 ) -> None:
     cfg, drop_at, chunk = case
-    setup = build(cfg, seed=seed, drop_at=drop_at, chunk_elems=chunk, policy=POLICY)
-    run(setup)
+    setup = with_budget(build(cfg, seed=seed, drop_at=drop_at, chunk_elems=chunk, policy=POLICY), budget)
+    if codec:
+        run(setup, to_client=through_codec, to_server=through_codec)
+    else:
+        run(setup)
     want = predict(cfg, drop_at)
     srv = setup.server
     event(f"outcome: {want.abort or 'aggregate'}")
@@ -250,8 +278,13 @@ class RoundMachine(RuleBasedStateMachine):
         super().__init__()
         self.setup: SimulationSetup | None = None
 
-    @initialize(seed=st.integers(min_value=0, max_value=2**16), chunked=st.booleans())
-    def start(self, seed: int, chunked: bool) -> None:
+    @initialize(
+        seed=st.integers(min_value=0, max_value=2**16),
+        chunked=st.booleans(),
+        codec=st.booleans(),
+        budget=st.sampled_from([None, 0]),
+    )
+    def start(self, seed: int, chunked: bool, codec: bool = True, budget: int | None = None) -> None:
         cfg = make(self.N, mode=self.MODE, k=self.N - 1, t=self.T, dim=3, graph_seed=seed)
         self.setup = build(
             cfg,
@@ -260,6 +293,8 @@ class RoundMachine(RuleBasedStateMachine):
             policy=POLICY,
             timeouts=StageTimeouts(10.0, 10.0, 10.0, 10.0, 10.0),
         )
+        with_budget(self.setup, budget)
+        self.codec = codec  # messages cross a byte-level wire (decoded objects), or stay Python objects
         self.now = 0.0
         self.down: list[tuple[int, ServerMessage]] = []  # in flight, server -> client
         self.up: list[tuple[int, ClientMessage]] = []  # in flight, client -> server
@@ -280,11 +315,13 @@ class RoundMachine(RuleBasedStateMachine):
                 self.down.append((ev.to, ev.message))
 
     def _to_client(self, cid: int, msg: ServerMessage) -> None:
+        msg = through_codec(cid, msg) if self.codec else msg
         self.seen_down.append((cid, msg))
         for reply in self.s.clients[cid].receive(msg):
             self.up.append((cid, reply))
 
     def _to_server(self, cid: int, msg: ClientMessage) -> None:
+        msg = through_codec(cid, msg) if self.codec else msg
         self.seen_up.append((cid, msg))
         self._feed(self.s.server.receive(cid, msg, self.now))
 

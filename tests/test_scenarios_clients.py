@@ -41,7 +41,7 @@ from secagg.protocol.messages import (
     encode_message,
 )
 from secagg.protocol.rules import ClientState, ServerState, Stage
-from secagg.protocol.server import Audit
+from secagg.protocol.server import Audit, ServerSession
 from secagg.simulation import SimulationSetup, build, expected_sum, make_config, run
 from secagg.transport.inprocess import RoundRun
 
@@ -223,6 +223,31 @@ def test_B1_valid_vector_in_another_memory_layout_is_accepted(
     rr = run(setup, to_server=tamper(2, MaskedInputChunk, form))
     assert not events(rr, "client-rejected")
     assert_exact(setup, setup.config.participants)
+
+
+def _direct(setup: SimulationSetup) -> SimulationSetup:
+    """The same round with a server that has no staging budget: every chunk goes straight into the sum."""
+    old = setup.server
+    setup.server = ServerSession(
+        setup.config, roster=old.roster, timeouts=old.timeouts, staging_budget_bytes=0
+    )
+    return setup
+
+
+def test_B1_direct_streams_give_the_exact_sum() -> None:
+    setup = _direct(setup_round(dim=11, chunk_elems=4, drop_at={8: Stage.MASKED_INPUT}))
+    rr = run(setup, to_server=tamper(1, MaskedInputChunk, _twice))  # duplicates are ignored, not re-added
+    assert events(rr, "duplicate-ignored", 1) and not events(rr, "client-rejected")
+    assert_exact(setup, everyone_but(setup, 8))
+
+
+@pytest.mark.parametrize("fault", ["skip", "count-changed", "offset-gap", "dtype"])
+def test_B1_direct_stream_failing_mid_way_aborts_never_a_wrong_sum(fault: str) -> None:
+    """Chunks already added to the sum cannot be taken out again: the round aborts, typed."""
+    setup = _direct(setup_round(dim=11, chunk_elems=4))
+    rr = run(setup, to_server=tamper(5, MaskedInputChunk, _chunk_fault(fault)))
+    assert_rejected(rr, 5, Stage.MASKED_INPUT)
+    assert_aborted(setup, "PARTIAL_INPUT")
 
 
 def test_B1_stream_cut_short_is_rejected_at_the_deadline() -> None:
