@@ -199,6 +199,7 @@ SERVER_CASES = [
         "protocol.corrupt_fraction",
         "out of range",
     ),
+    ("type-modulus", ("modulus_bits = 32", "modulus_bits = 32.0"), "protocol.modulus_bits", "must be one of"),
     ("range-modulus", ("modulus_bits = 32", "modulus_bits = 48"), "protocol.modulus_bits", "must be one of"),
     ("range-deadline", ("unmask = 30.0", "unmask = 0"), "deadlines.unmask", "out of range"),
     ("range-deadline-nan", ("unmask = 30.0", "unmask = nan"), "deadlines.unmask", "finite"),

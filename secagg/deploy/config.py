@@ -113,9 +113,7 @@ class _Table:
             raise self.error(key, f"must be 1..{max_len} characters")
         return v
 
-    def int_(
-        self, key: str, default: object = _REQUIRED, *, lo: int | None = None, hi: int | None = None
-    ) -> Any:
+    def int_(self, key: str, default: object = _REQUIRED, *, lo: int | None = None, hi: int | None = None) -> Any:
         v = self._raw(key, default, "an integer")
         if v is default and default is not _REQUIRED:
             return v
@@ -166,7 +164,7 @@ class _Table:
         v = self._raw(key, default, f"one of {options}")
         if v is default and default is not _REQUIRED:
             return v
-        if isinstance(v, bool) or v not in options:
+        if not any(type(v) is type(o) and v == o for o in options):  # 32.0 or true is not 32
             raise self.error(key, f"must be one of {options}, got {v!r}"[:300])
         return v
 
@@ -203,9 +201,7 @@ class _Table:
         """Refuse keys nobody asked for (typos must not silently fall back to defaults)."""
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise self.error(
-                unknown[0], "unknown key" + (f" (also: {', '.join(unknown[1:])})" if unknown[1:] else "")
-            )
+            raise self.error(unknown[0], "unknown key" + (f" (also: {', '.join(unknown[1:])})" if unknown[1:] else ""))
 
 
 def _type_name(v: object) -> str:
@@ -552,9 +548,7 @@ def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
     audit_log = top.path("audit_log", None, must_exist=None)
     if audit_log is None:
         audit_log = output_dir / "audit.jsonl"
-    max_msg = top.int_(
-        "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, lo=MIN_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES
-    )
+    max_msg = top.int_("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, lo=MIN_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES)
     budget = top.int_("staging_budget_bytes", 0, lo=0)
     seed = top.int_("seed", None, lo=0, hi=2**128 - 1)
     top.finish()
@@ -670,9 +664,7 @@ def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> N
     base = out.parent
     rel = _relative_to(base)
     if config.roster.path is None:
-        raise ConfigurationError(
-            "write_server_config: the roster has no file; write it with write_roster first"
-        )
+        raise ConfigurationError("write_server_config: the roster has no file; write it with write_roster first")
     p = config.protocol
     d = config.deadlines
     lines = [
@@ -770,9 +762,7 @@ class SiloData:
     def client_input(self, config: RoundConfig) -> ClientInput:
         """The silo's input for one round; ConfigurationError if it does not fit the round."""
         if self.weight > config.max_weight:
-            raise ConfigurationError(
-                f"data.weight {self.weight} exceeds the round's max_weight {config.max_weight}"
-            )
+            raise ConfigurationError(f"data.weight {self.weight} exceeds the round's max_weight {config.max_weight}")
         if self.kind == "random":
             assert self.seed is not None
             rng = DeterministicRandom(self.seed).fork(f"round-{config.round}".encode())
@@ -911,9 +901,7 @@ def load_silo_config(path: str | os.PathLike[str]) -> SiloConfig:
     rc.finish()
     if max_backoff < initial:
         raise rc.error("max_backoff", f"{max_backoff!r} is below reconnect.initial_backoff = {initial!r}")
-    max_msg = top.int_(
-        "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, lo=MIN_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES
-    )
+    max_msg = top.int_("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, lo=MIN_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES)
     seed = top.int_("seed", None, lo=0, hi=2**128 - 1)
     top.finish()
 
@@ -1008,9 +996,7 @@ def _check_npy_header(t: _Table, key: str, path: Path) -> None:
         with path.open("rb") as fh:
             version = np.lib.format.read_magic(fh)
             reader: Callable[..., tuple[tuple[int, ...], bool, np.dtype[Any]]] = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
             shape, _fortran, dtype = reader(fh)
     except (OSError, ValueError) as exc:
@@ -1035,9 +1021,7 @@ def write_silo_config(config: SiloConfig, path: str | os.PathLike[str]) -> None:
         lines.append(f"identity_key_password_env = {_toml_str(config.identity_key_password_env)}")
     if config.roster is not None:
         if config.roster.path is None:
-            raise ConfigurationError(
-                "write_silo_config: the roster has no file; write it with write_roster first"
-            )
+            raise ConfigurationError("write_silo_config: the roster has no file; write it with write_roster first")
         lines.append(f"roster = {_toml_str(rel(config.roster.path))}")
     lines += [
         f"state_dir = {_toml_str(rel(config.state_dir))}",
@@ -1174,9 +1158,7 @@ class FileLedger:
         except FileNotFoundError:
             return set()
         except OSError as exc:
-            raise ConfigurationError(
-                f"{self.path}: cannot read contribution ledger ({type(exc).__name__})"
-            ) from None
+            raise ConfigurationError(f"{self.path}: cannot read contribution ledger ({type(exc).__name__})") from None
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -1187,9 +1169,7 @@ class FileLedger:
             raise ConfigurationError(f"{self.path}: unsupported contribution ledger version")
         entries = doc["contributions"]
         if not isinstance(entries, list):
-            raise ConfigurationError(
-                f"{self.path}: corrupt contribution ledger (contributions is not a list)"
-            )
+            raise ConfigurationError(f"{self.path}: corrupt contribution ledger (contributions is not a list)")
         seen: set[tuple[str, int]] = set()
         for i, e in enumerate(entries):
             if not (
@@ -1211,12 +1191,7 @@ class FileLedger:
 
     def record(self, run_id: str, round_: int) -> None:
         """Durably note that a masked input for (run_id, round_) is leaving now (returns once on disk)."""
-        if (
-            not isinstance(run_id, str)
-            or isinstance(round_, bool)
-            or not isinstance(round_, int)
-            or round_ < 0
-        ):
+        if not isinstance(run_id, str) or isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0:
             raise ConfigurationError("ledger records a run id (str) and a round number (int >= 0)")
         with self._lock:
             if (run_id, round_) in self._seen:
