@@ -1,15 +1,21 @@
-"""The `secagg` command line: `simulate` runs one SecAgg+ round in process and checks it exactly."""
+"""The `secagg` command line: simulate a round in process, make a local PKI, run the server and silos."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secagg.errors import SecAggError
 from secagg.protocol.config import Mode
 from secagg.protocol.rules import Stage
+
+if TYPE_CHECKING:
+    from secagg.protocol.server import Audit
 
 STAGES = {s.value: s for s in Stage if s is not Stage.SETUP}
 
@@ -46,6 +52,52 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--modulus-bits", type=int, choices=[32, 64], default=32, help="ring 2^32 or 2^64")
     s.add_argument("--chunk", type=int, default=None, help="elements per masked-input chunk (default: one)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    pki = sub.add_parser("pki", help="developer PKI: a local CA, server and silo certificates, configs")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
+    init = pki_sub.add_parser(
+        "init",
+        help="create a CA, a server certificate, N silo certificates, identity keys, roster and configs",
+        description=(
+            "Create, in DIR, a throwaway certificate authority, a server certificate for localhost, one "
+            "client certificate and one Ed25519 identity key per silo, the roster, and server.toml and "
+            "silo-<i>.toml ready to run on 127.0.0.1. For local runs and tests, not for production keys."
+        ),
+    )
+    init.add_argument("directory", type=Path, help="where to write (must be empty unless --force)")
+    init.add_argument("--silos", type=int, required=True, help="number of silos")
+    init.add_argument("--port", type=int, default=50051, help="server port written into the configs")
+    init.add_argument("--dim", type=int, default=1000, help="vector length in server.toml")
+    init.add_argument("--mode", choices=[m.value for m in Mode], default="semi-honest", help="threat model")
+    init.add_argument("--days", type=int, default=365, help="certificate validity")
+    init.add_argument("--force", action="store_true", help="overwrite files in a non-empty directory")
+
+    srv = sub.add_parser(
+        "server",
+        help="run the aggregation server (gRPC, mutual TLS)",
+        description=(
+            "Run the aggregation server of server.toml: silos dial in over mutual TLS, the server runs the "
+            "configured rounds and writes each aggregate, a JSON summary and a hash-chained audit log to its "
+            "output directory. SIGTERM drains: the round in progress is aborted and silos erase its secrets."
+        ),
+    )
+    srv.add_argument("--config", type=Path, required=True, help="server.toml")
+    srv.add_argument("--insecure", action="store_true", help="REQUIRED to run a config with tls.insecure = true")
+    srv.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
+    srv.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+
+    silo = sub.add_parser(
+        "silo",
+        help="run a silo: dial out to the server and take part in its rounds",
+        description=(
+            "Run the silo of silo.toml: connect to the server over mutual TLS (reconnecting with backoff), "
+            "check every round against the silo's policy, and contribute its data to each round."
+        ),
+    )
+    silo.add_argument("--config", type=Path, required=True, help="silo.toml")
+    silo.add_argument("--rounds", type=int, default=None, help="stop after this many rounds ended")
+    silo.add_argument("--insecure", action="store_true", help="REQUIRED to run a config with tls.insecure = true")
+    silo.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
     return p
 
 
@@ -54,7 +106,135 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
+    try:
+        if args.command == "pki":
+            return _pki_init(args)
+        if args.command == "server":
+            return _server(args)
+        if args.command == "silo":
+            return _silo(args)
+    except SecAggError as exc:
+        print(f"secagg {args.command}: {exc}", file=sys.stderr)
+        return 2
     return 2  # pragma: no cover
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per log line (structured logs for operators)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        _JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from secagg.deploy.pki import init_pki
+
+    layout = init_pki(
+        args.directory, args.silos, port=args.port, dim=args.dim, mode=args.mode, days=args.days, force=args.force
+    )
+    print(f"wrote a local PKI and configs for {len(layout.silos)} silos in {layout.directory}")
+    print(f"  server: secagg server --config {layout.server_config}")
+    for f in layout.silos:
+        print(f"  silo {f.id}: secagg silo --config {f.config}")
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import threading
+
+    from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
+    from secagg.deploy.audit import AuditLog
+    from secagg.deploy.config import load_server_config
+    from secagg.transport.grpc_server import AggregationServer
+
+    _setup_logging(args.log_format)
+    cfg = load_server_config(args.config)
+    if cfg.tls.insecure and not args.insecure:
+        print("secagg server: the config has tls.insecure = true; pass --insecure to confirm", file=sys.stderr)
+        return 2
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    state = cfg.output_dir / "state.json"
+    first = json.loads(state.read_text())["next_round"] if state.exists() else 0
+    rng: RandomSource = DeterministicRandom(cfg.seed) if cfg.seed is not None else SystemRandom()
+    audit = AuditLog(cfg.audit_log)
+
+    def record(ev: Audit, r: int) -> None:
+        audit.append(ev.event, client=ev.client, stage=ev.stage or None, detail={"round": r, "detail": ev.detail})
+
+    def on_round(r: int) -> None:  # persisted before the round starts: a restart never reuses a round
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"next_round": r + 1}))
+        tmp.replace(state)
+
+    fault = os.environ.get("SECAGG_FAULT_SERVER_EXIT_AT")  # test hook: die by SIGKILL as this stage opens
+    server = AggregationServer(
+        cfg,
+        rng=rng,
+        audit=record,
+        first_round=first,
+        on_round_start=on_round,
+        fault_exit_at=STAGES[fault] if fault else None,
+    )
+    port = server.start()
+    if args.port_file:
+        args.port_file.write_text(str(port))
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        outcomes = server.run()
+    finally:
+        server.stop()
+        audit.close()
+    ok = sum(1 for o in outcomes if o.result is not None)
+    print(f"{ok} of {len(outcomes)} rounds produced an aggregate; outputs in {cfg.output_dir}")
+    return 0 if outcomes and ok == len(outcomes) else 1
+
+
+def _silo(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import threading
+
+    from secagg.deploy.config import load_silo_config
+    from secagg.transport.grpc_silo import SiloRunner
+
+    _setup_logging(args.log_format)
+    cfg = load_silo_config(args.config)
+    if cfg.tls.insecure and not args.insecure:
+        print("secagg silo: the config has tls.insecure = true; pass --insecure to confirm", file=sys.stderr)
+        return 2
+    fault = os.environ.get("SECAGG_FAULT_EXIT_AT")  # test hook: die by SIGKILL at this stage
+    runner = SiloRunner(cfg, fault_exit_at=STAGES[fault] if fault else None)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    rounds = runner.run(args.rounds, stop)
+    done = sum(1 for r in rounds if r.state == "done")
+    print(f"silo {cfg.silo_id}: {done} of {len(rounds)} rounds completed")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

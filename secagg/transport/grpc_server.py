@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +31,7 @@ from secagg.deploy.config import ServerConfig
 from secagg.errors import ConfigurationError, EncodingError, RoundAborted
 from secagg.protocol.config import Mode, RoundConfig
 from secagg.protocol.messages import ClientAbort, ClientMessage
+from secagg.protocol.rules import SERVER_STAGE, Stage
 from secagg.protocol.server import AggregateResult, Audit, Send, ServerSession
 from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
@@ -76,6 +79,8 @@ class AggregationServer:
         model_hash: Callable[[int], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
         first_round: int = 0,
+        on_round_start: Callable[[int], None] | None = None,
+        fault_exit_at: Stage | None = None,
     ) -> None:
         tls = config.tls
         if not tls.insecure and (tls.cert is None or tls.key is None):
@@ -89,6 +94,8 @@ class AggregationServer:
         self._model_hash = model_hash
         self._clock = clock
         self._first_round = first_round
+        self._on_round_start = on_round_start
+        self._fault_exit_at = fault_exit_at  # test hook: SIGKILL this process when this stage opens
         self._lock = threading.Lock()
         self._conns: dict[int, _Conn] = {}
         self._generation = 0
@@ -208,6 +215,8 @@ class AggregationServer:
     def run_round(self, r: int) -> RoundOutcome:
         """One round among the silos connected now (at least min_silos, within the connect timeout)."""
         t0 = time.perf_counter()
+        if self._on_round_start is not None:
+            self._on_round_start(r)
         participants = self._wait_for_silos()
         try:
             config = self._round_config(r, participants)
@@ -252,6 +261,11 @@ class AggregationServer:
 
     def _dispatch(self, events: list[Audit | Send], r: int) -> None:
         """Send messages to their silos' queues, write audit records. Called with the lock held."""
+        session = self._session
+        fault = self._fault_exit_at
+        if fault is not None and session is not None and SERVER_STAGE.get(session.state) == fault:
+            log.warning("fault injection: the server dies as stage %s opens", fault.value)
+            os.kill(os.getpid(), signal.SIGKILL)
         for ev in events:
             if isinstance(ev, Audit):
                 self._record(ev, r)

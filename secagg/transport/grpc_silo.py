@@ -10,7 +10,9 @@ model's size plus a chunk.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,11 +27,12 @@ from secagg.errors import ConfigurationError, EncodingError
 from secagg.protocol.client import ClientInput, ClientSession, ContributionLedger
 from secagg.protocol.config import RoundConfig
 from secagg.protocol.messages import ClientMessage, RoundComplete, ServerAbort, SetupRequest
-from secagg.protocol.rules import ClientState
+from secagg.protocol.rules import ClientState, Stage
 from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport._generated import secagg_pb2_grpc as pb_grpc
 from secagg.transport.grpc_server import INSECURE_ID_HEADER
+from secagg.transport.inprocess import REPLY_STAGE
 
 log = logging.getLogger("secagg.silo")
 
@@ -64,12 +67,14 @@ class SiloRunner:
         ledger: ContributionLedger | None = None,
         rng: RandomSource | None = None,
         identity: IdentityKey | None = None,
+        fault_exit_at: Stage | None = None,
     ) -> None:
         tls = config.tls
         if not tls.insecure and (tls.ca is None or tls.cert is None or tls.key is None):
             raise ConfigurationError("a silo needs the CA, its certificate and its key (or an explicit insecure)")
         self.config = config
         self.silo_id = config.silo_id
+        self._fault_exit_at = fault_exit_at
         self._inputs: InputProvider = inputs or config.data.client_input
         self._ledger: ContributionLedger = ledger if ledger is not None else config.open_ledger()
         self._identity = identity if identity is not None else config.load_identity()
@@ -184,6 +189,9 @@ class SiloRunner:
         session = self._session
         if session is None:
             return  # a stage request of a round we are not part of (e.g. we reconnected mid-round)
+        if self._fault_exit_at is not None and REPLY_STAGE.get(type(msg)) == self._fault_exit_at:
+            log.warning("silo %d: fault injection: dying at stage %s", self.silo_id, self._fault_exit_at.value)
+            os.kill(os.getpid(), signal.SIGKILL)
         for reply in session.receive(msg):
             stream.outbox.put(reply)
         if session.state in (ClientState.DONE, ClientState.ABORTED):
