@@ -42,6 +42,7 @@ Scalar: TypeAlias = str | int | float | bool | None
 GENESIS: Final = "0" * 64
 FIELDS: Final = ("seq", "time", "event", "client", "stage", "detail", "prev")
 MAX_TEXT: Final = 4096  # longest string value: an audit record names things, it does not carry blobs
+_TRUNCATED: Final = "...[truncated]"
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -220,12 +221,19 @@ class AuditLog:
         stage: str | None = None,
         detail: Mapping[str, Scalar] | None = None,
     ) -> int:
-        """Write one record and fsync it; returns its seq. Values must be str / int / float / bool / None."""
+        """Write one record and fsync it; returns its seq.
+
+        Detail values must be str / int / float / bool / None (bytes are refused); detail strings longer
+        than MAX_TEXT characters are cut to MAX_TEXT.
+        """
         _check_text("event", event, optional=False)
         _check_text("stage", stage, optional=True)
         if client is not None and (isinstance(client, bool) or not isinstance(client, int)):
             raise ConfigurationError(f"audit client must be an integer id, got {type(client).__name__}")
         details: dict[str, Scalar] = dict(detail) if detail is not None else {}
+        for key, value in details.items():  # a long message is cut, never a reason to lose the record
+            if isinstance(value, str) and len(value) > MAX_TEXT:
+                details[key] = value[: MAX_TEXT - len(_TRUNCATED)] + _TRUNCATED
         _check_detail(details)
         with self._lock:
             if self._fd < 0:
