@@ -106,6 +106,16 @@ def test_refuses_non_scalar_values(tmp_path: Path, detail: dict[object, object])
     assert "kkkk" not in str(info.value) and "\\x01" not in str(info.value)
 
 
+def test_long_detail_strings_are_cut(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append("e", detail={"long": "x" * 10_000, "short": "y"})
+    (record,) = read_audit_log(path)
+    long = record.detail["long"]
+    assert isinstance(long, str) and len(long) == 4096 and long.endswith("...[truncated]")
+    assert record.detail["short"] == "y"
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -117,16 +127,6 @@ def test_refuses_non_scalar_values(tmp_path: Path, detail: dict[object, object])
         {"event": "e", "stage": 3},
     ],
 )
-def test_long_detail_strings_are_cut(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    with AuditLog(path) as log:
-        log.append("e", detail={"long": "x" * 10_000, "short": "y"})
-    (record,) = read_audit_log(path)
-    long = record.detail["long"]
-    assert isinstance(long, str) and len(long) == 4096 and long.endswith("...[truncated]")
-    assert record.detail["short"] == "y"
-
-
 def test_refuses_bad_fields(tmp_path: Path, kwargs: dict[str, object]) -> None:
     with AuditLog(tmp_path / "audit.jsonl") as log, pytest.raises(ConfigurationError):
         log.append(**kwargs)  # type: ignore[arg-type]
