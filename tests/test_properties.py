@@ -373,6 +373,17 @@ class RoundMachine(RuleBasedStateMachine):
         cid, msg = self.seen_up[pick % len(self.seen_up)]
         self._to_server(cid, msg)
 
+    @rule(pick=st.integers(min_value=0, max_value=2**16), who=st.integers(min_value=0, max_value=6))
+    def cross_wired(self, pick: int, who: int) -> None:
+        """A server message arrives at the server (from anyone, even a stranger), and a client message at
+        a client: both are refused without an exception."""
+        if self.seen_down:
+            _, down = self.seen_down[pick % len(self.seen_down)]
+            self._feed(self.s.server.receive(who, down, self.now))  # type: ignore[arg-type]
+        if self.seen_up and 1 <= who <= self.N:
+            _, up = self.seen_up[pick % len(self.seen_up)]
+            self.up.extend((who, r) for r in self.s.clients[who].receive(up))  # type: ignore[arg-type]
+
     @rule(dt=st.sampled_from([0.5, 10.0, 25.0]))
     def time_passes(self, dt: float) -> None:
         self.now += dt
