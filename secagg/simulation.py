@@ -219,9 +219,7 @@ def simulate(
     }
     if server.result is None:
         err = server.error
-        report.update(
-            exact=False, error=str(err) if err else "no result", error_code=getattr(err, "code", None)
-        )
+        report.update(exact=False, error=str(err) if err else "no result", error_code=getattr(err, "code", None))
         return report
     res = server.result
     want, total = expected_sum(setup, res.survivors)

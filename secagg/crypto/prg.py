@@ -99,11 +99,7 @@ class MaskExpander(NoPickle):
     def __init__(self, ring: Ring, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> None:
         if not isinstance(ring, Ring):
             raise ConfigurationError("MaskExpander needs a Ring")
-        if (
-            isinstance(chunk_elems, bool)
-            or not isinstance(chunk_elems, int)
-            or not 1 <= chunk_elems <= 1 << 24
-        ):
+        if isinstance(chunk_elems, bool) or not isinstance(chunk_elems, int) or not 1 <= chunk_elems <= 1 << 24:
             raise ConfigurationError("chunk_elems must be an int in [1, 2^24]")
         self._ring = ring
         self._chunk = chunk_elems

@@ -180,9 +180,7 @@ class ClientSession(NoPickle):
         mode = self.config.mode if self.config is not None else Mode.SEMI_HONEST
         nxt = client_next(mode, self.state, message)
         if nxt is None:
-            return self._abort(
-                RoundAborted("UNEXPECTED_MESSAGE", f"{type(message).__name__} in {self.state}")
-            )
+            return self._abort(RoundAborted("UNEXPECTED_MESSAGE", f"{type(message).__name__} in {self.state}"))
         try:
             out = self._dispatch(message)
         except (PolicyRefusal, RoundAborted) as exc:
@@ -269,19 +267,13 @@ class ClientSession(NoPickle):
         if cfg.clip > pol.max_clip:
             refuse("CLIP", f"clip {cfg.clip} above the policy's {pol.max_clip}")
         if cfg.dp_noise_multiplier < pol.min_dp_noise_multiplier:
-            refuse(
-                "DP_NOISE", f"noise multiplier {cfg.dp_noise_multiplier} below {pol.min_dp_noise_multiplier}"
-            )
+            refuse("DP_NOISE", f"noise multiplier {cfg.dp_noise_multiplier} below {pol.min_dp_noise_multiplier}")
         if pol.expected_dim is not None and cfg.dim != pol.expected_dim:
             refuse("DIMENSION", f"dim={cfg.dim}, this silo expects {pol.expected_dim}")
         if pol.require_derived_degree:
             try:
-                _params.check_params(
-                    cfg.n, cfg.k, cfg.t, cfg.mode.value, pol.corrupt_fraction, pol.dropout_fraction
-                )
-                derived = _params.derive_params(
-                    cfg.n, pol.corrupt_fraction, pol.dropout_fraction, cfg.mode.value
-                )
+                _params.check_params(cfg.n, cfg.k, cfg.t, cfg.mode.value, pol.corrupt_fraction, pol.dropout_fraction)
+                derived = _params.derive_params(cfg.n, pol.corrupt_fraction, pol.dropout_fraction, cfg.mode.value)
             except ConfigurationError as exc:
                 refuse("PARAMETERS", f"k={cfg.k}, t={cfg.t} refused by this silo's policy: {exc}")
             else:
@@ -312,17 +304,11 @@ class ClientSession(NoPickle):
             raise RoundAborted("UNKNOWN_IDENTITY", f"keys from clients not in the round: {strangers[:5]}")
         peers = {a.client_id: a for a in ads}
         mine = peers.get(me)
-        if (
-            mine is None
-            or mine.enc_public != secrets.enc.public_bytes
-            or mine.mask_public != secrets.mask.public_bytes
-        ):
+        if mine is None or mine.enc_public != secrets.enc.public_bytes or mine.mask_public != secrets.mask.public_bytes:
             raise RoundAborted("KEY_SUBSTITUTED", "the broadcast does not carry this client's own keys")
         sid = recipes.session_id(msg.round_tag, ads)
         if sid != msg.session_id:
-            raise RoundAborted(
-                "SESSION_ID_MISMATCH", "server's session id differs from the client's derivation"
-            )
+            raise RoundAborted("SESSION_ID_MISMATCH", "server's session id differs from the client's derivation")
         hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(me)
         present = frozenset(hood & peers.keys())
         seen_keys = {secrets.enc.public_bytes, secrets.mask.public_bytes}
@@ -334,20 +320,14 @@ class ClientSession(NoPickle):
             recipes.check_round_public_key(adv.mask_public)
             enc_keys[peer] = load_peer_public(adv.enc_public)
             mask_keys[peer] = load_peer_public(adv.mask_public)
-            if (
-                adv.enc_public in seen_keys
-                or adv.mask_public in seen_keys
-                or adv.enc_public == adv.mask_public
-            ):
+            if adv.enc_public in seen_keys or adv.mask_public in seen_keys or adv.enc_public == adv.mask_public:
                 raise RoundAborted("KEY_REUSE", f"client {peer} advertises a key already seen")
             seen_keys.update((adv.enc_public, adv.mask_public))
             if cfg.mode is Mode.HARDENED:
                 assert self.policy.roster is not None
                 payload = recipes.advertisement_payload(msg.round_tag, peer, adv.enc_public, adv.mask_public)
                 try:
-                    verify_signature(
-                        self.policy.roster[peer], adv.signature, payload, context=recipes.SIG_ADVERTISE
-                    )
+                    verify_signature(self.policy.roster[peer], adv.signature, payload, context=recipes.SIG_ADVERTISE)
                 except AuthenticationError:
                     raise RoundAborted(
                         "BAD_KEY_SIGNATURE", f"keys of client {peer} not signed by its identity"
@@ -389,9 +369,7 @@ class ClientSession(NoPickle):
             if sender not in self._neighbours:
                 raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {sender}, not a neighbour with keys")
             key = secrets.pair_keys[sender]
-            plaintext = aead.open_sealed(
-                key, ct, associated_data=recipes.share_associated_data(sid, sender, me)
-            )
+            plaintext = aead.open_sealed(key, ct, associated_data=recipes.share_associated_data(sid, sender, me))
             p_from, p_to, seed_share, key_share = recipes.split_share_plaintext(plaintext)
             if (p_from, p_to) != (sender, me):
                 raise RoundAborted("SHARE_RELABELLED", f"share from {sender} names {p_from}->{p_to}")
@@ -430,11 +408,7 @@ class ClientSession(NoPickle):
             out[:-1],
         )
         out[-1] = int(data.weight)
-        expander = (
-            self._expander
-            if self._expander is not None and self._expander.ring == ring
-            else MaskExpander(ring)
-        )
+        expander = self._expander if self._expander is not None and self._expander.ring == ring else MaskExpander(ring)
         assert secrets.seed is not None
         expander.accumulate(out, secrets.seed, +1)
         for peer in sorted(live):
@@ -446,9 +420,7 @@ class ClientSession(NoPickle):
     def _chunks(self, sid: bytes, masked: NDArray[Any]) -> list[MaskedInputChunk]:
         size = self._chunk_elems or masked.shape[0]
         count = -(-masked.shape[0] // size)
-        return [
-            MaskedInputChunk(sid, i, count, i * size, masked[i * size : (i + 1) * size]) for i in range(count)
-        ]
+        return [MaskedInputChunk(sid, i, count, i * size, masked[i * size : (i + 1) * size]) for i in range(count)]
 
     def _on_consistency(self, msg: ConsistencyRequest) -> list[ClientMessage]:
         cfg, sid = self._cfg(), self._sid()
@@ -457,9 +429,7 @@ class ClientSession(NoPickle):
         survivors = self._check_survivors(cfg, msg.survivors)
         self._survivors = survivors
         assert self._identity is not None
-        sig = self._identity.sign(
-            recipes.consistency_payload(sid, survivors), context=recipes.SIG_CONSISTENCY
-        )
+        sig = self._identity.sign(recipes.consistency_payload(sid, survivors), context=recipes.SIG_CONSISTENCY)
         return [ConsistencySignature(session_id=sid, signature=sig)]
 
     def _check_survivors(self, cfg: RoundConfig, survivors: tuple[int, ...]) -> tuple[int, ...]:
@@ -475,9 +445,7 @@ class ClientSession(NoPickle):
         if ghosts:
             raise RoundAborted("BAD_SURVIVORS", f"survivors {ghosts[:5]} never shared keys with this client")
         if len(survivors) < max(cfg.min_aggregate, self.policy.min_aggregate):
-            raise RoundAborted(
-                "MIN_AGGREGATE", f"{len(survivors)} survivors, below the minimum aggregate size"
-            )
+            raise RoundAborted("MIN_AGGREGATE", f"{len(survivors)} survivors, below the minimum aggregate size")
         return survivors
 
     def _on_unmask(self, msg: UnmaskRequest) -> list[ClientMessage]:
@@ -502,17 +470,11 @@ class ClientSession(NoPickle):
         if named != self._live_neighbours:
             extra = sorted(named - self._live_neighbours)
             missing = sorted(self._live_neighbours - named)
-            raise RoundAborted(
-                "BAD_PARTITION", f"unknown or dropped-earlier peers {extra[:5]}, missing {missing[:5]}"
-            )
+            raise RoundAborted("BAD_PARTITION", f"unknown or dropped-earlier peers {extra[:5]}, missing {missing[:5]}")
         if len(alive) + 1 < cfg.t:
-            raise RoundAborted(
-                "TOO_FEW_SURVIVORS", f"{len(alive) + 1} survivors in the neighbourhood, t={cfg.t}"
-            )
+            raise RoundAborted("TOO_FEW_SURVIVORS", f"{len(alive) + 1} survivors in the neighbourhood, t={cfg.t}")
         if cfg.is_complete_graph and len(alive) + 1 < max(cfg.min_aggregate, self.policy.min_aggregate):
-            raise RoundAborted(
-                "MIN_AGGREGATE", f"{len(alive) + 1} survivors, below the minimum aggregate size"
-            )
+            raise RoundAborted("MIN_AGGREGATE", f"{len(alive) + 1} survivors, below the minimum aggregate size")
         if cfg.mode is Mode.HARDENED:
             self._check_consistency(cfg, sid, msg, set(alive))
         if self.revealed_key_owners & set(alive) or self.revealed_seed_owners & set(dropped):
@@ -531,9 +493,7 @@ class ClientSession(NoPickle):
     def _check_consistency(self, cfg: RoundConfig, sid: bytes, msg: UnmaskRequest, alive: set[int]) -> None:
         """Hardened mode (A4): the partition must match the survivor set that >= t clients signed."""
         if self._survivors is None or tuple(msg.survivors) != self._survivors:
-            raise RoundAborted(
-                "INCONSISTENT_SURVIVORS", "survivor set differs from the one this client signed"
-            )
+            raise RoundAborted("INCONSISTENT_SURVIVORS", "survivor set differs from the one this client signed")
         survivors = set(self._survivors)
         if alive != (self._live_neighbours & survivors):
             raise RoundAborted("INCONSISTENT_SURVIVORS", "alive list does not match the signed survivor set")
@@ -549,9 +509,7 @@ class ClientSession(NoPickle):
             try:
                 verify_signature(roster[signer], sig, payload, context=recipes.SIG_CONSISTENCY)
             except AuthenticationError:
-                raise RoundAborted(
-                    "BAD_SIGNATURES", f"consistency signature of {signer} does not verify"
-                ) from None
+                raise RoundAborted("BAD_SIGNATURES", f"consistency signature of {signer} does not verify") from None
         if len(signers) < cfg.t:
             raise RoundAborted("TOO_FEW_SIGNATURES", f"{len(signers)} consistency signatures, t={cfg.t}")
 

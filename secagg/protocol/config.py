@@ -86,9 +86,7 @@ class RoundConfig:
         if not 2 <= self.t <= hood:
             raise ConfigurationError(f"t must be in 2..{hood} (neighbourhood size k + 1)")
         if self.mode is Mode.HARDENED and 2 * self.t <= hood:
-            raise ConfigurationError(
-                "hardened mode needs 2t > k + 1 so two disjoint survivor sets cannot both pass"
-            )
+            raise ConfigurationError("hardened mode needs 2t > k + 1 so two disjoint survivor sets cannot both pass")
         if len(self.graph_seed) != 32:
             raise ConfigurationError("graph_seed must be 32 bytes")
         if len(self.model_hash) != 32:

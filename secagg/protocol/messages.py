@@ -319,13 +319,7 @@ class ClientAbort:
 
 
 ServerMessage: TypeAlias = (
-    SetupRequest
-    | KeysBroadcast
-    | SharesDelivery
-    | ConsistencyRequest
-    | UnmaskRequest
-    | ServerAbort
-    | RoundComplete
+    SetupRequest | KeysBroadcast | SharesDelivery | ConsistencyRequest | UnmaskRequest | ServerAbort | RoundComplete
 )
 ClientMessage: TypeAlias = (
     AdvertiseKeys | ShareKeys | MaskedInputChunk | ConsistencySignature | UnmaskResponse | ClientAbort

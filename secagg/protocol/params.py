@@ -201,9 +201,7 @@ def log_prob_disconnected(n: int, k: int, corrupt_fraction: float, dropout_fract
     )
 
 
-def corrupt_neighbour_bound(
-    n: int, k: int, corrupt_fraction: float, security_bits: int = SECURITY_BITS
-) -> int:
+def corrupt_neighbour_bound(n: int, k: int, corrupt_fraction: float, security_bits: int = SECURITY_BITS) -> int:
     """Corrupt neighbours a client may have: exact worst case on the complete graph, otherwise the
     smallest c with P[more than c of k random neighbours corrupt] <= 2^-(security_bits + 1) / n."""
     corrupt = max_corrupt(n, corrupt_fraction)
@@ -213,9 +211,7 @@ def corrupt_neighbour_bound(
     return _quantile(n, corrupt, k, q, complement=True)
 
 
-def survivor_threshold_bound(
-    n: int, k: int, dropout_fraction: float, correctness_bits: int = CORRECTNESS_BITS
-) -> int:
+def survivor_threshold_bound(n: int, k: int, dropout_fraction: float, correctness_bits: int = CORRECTNESS_BITS) -> int:
     """Largest threshold that live neighbours meet: exact worst case k - D on the complete graph,
     otherwise the largest t with P[fewer than t of k random neighbours survive] < 2^-correctness_bits / n."""
     if k >= n - 1:
@@ -301,13 +297,9 @@ def check_params(
                 f"may disconnect with probability above 2^-{security_bits + 1}; raise k"
             )
     c = corrupt_neighbour_bound(n, k_hi, corrupt_fraction, security_bits)
-    where = (
-        "in total" if complete else f"among {k_hi} neighbours (except with probability 2^-{security_bits})"
-    )
+    where = "in total" if complete else f"among {k_hi} neighbours (except with probability 2^-{security_bits})"
     if mode == SEMI_HONEST and not t > c:
-        raise ConfigurationError(
-            f"semi-honest mode needs t > corrupt neighbours: up to {c} corrupt {where}, got t={t}"
-        )
+        raise ConfigurationError(f"semi-honest mode needs t > corrupt neighbours: up to {c} corrupt {where}, got t={t}")
     if mode == HARDENED and not 2 * t > k_hi + 1 + c:
         raise ConfigurationError(
             f"hardened mode needs 2t > k + 1 + corrupt neighbours = {k_hi + 1 + c} "
@@ -424,9 +416,7 @@ def derive_params(
     if k is None:
         found = None
         if n >= complete_below:
-            found = _harary_degree(
-                n, corrupt_fraction, dropout_fraction, mode, security_bits, correctness_bits
-            )
+            found = _harary_degree(n, corrupt_fraction, dropout_fraction, mode, security_bits, correctness_bits)
         if found is not None:
             k, t_found = found
             t = t_found if t is None else t

@@ -79,9 +79,7 @@ _AD_PREFIX = Writer().bytes_(domain("ad", "share-keys")).getvalue()
 _PAIR = struct.Struct(">II")
 
 
-def share_key(
-    own: X25519KeyPair, peer_enc_public: bytes | X25519PublicKey, sid: bytes, a: int, b: int
-) -> SecretBytes:
+def share_key(own: X25519KeyPair, peer_enc_public: bytes | X25519PublicKey, sid: bytes, a: int, b: int) -> SecretBytes:
     """AES-256-GCM key of the pair (a, b) for share encryption, from their encryption keys."""
     return derive_key(own.agree(peer_enc_public), purpose="share-encryption", session_id=sid, parties=(a, b))
 
@@ -102,9 +100,7 @@ def seed_commitment(sid: bytes, client_id: int, seed: SecretBytes) -> bytes:
     return digest(domain("seed-commitment"), payload)
 
 
-def encode_share_plaintext(
-    sender: int, recipient: int, seed_share: Share | bytes, key_share: Share | bytes
-) -> bytes:
+def encode_share_plaintext(sender: int, recipient: int, seed_share: Share | bytes, key_share: Share | bytes) -> bytes:
     """Plaintext of a share ciphertext: both ids, then the self-mask seed share and the mask-key share."""
     seed = seed_share.to_bytes() if isinstance(seed_share, Share) else seed_share
     key = key_share.to_bytes() if isinstance(key_share, Share) else key_share

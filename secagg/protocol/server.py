@@ -139,9 +139,7 @@ class ServerSession:
         self.result: AggregateResult | None = None
         self.session_id: bytes | None = None
         self.ring = Ring(config.modulus)
-        self._expander = (
-            expander if expander is not None and expander.ring == self.ring else MaskExpander(self.ring)
-        )
+        self._expander = expander if expander is not None and expander.ring == self.ring else MaskExpander(self.ring)
         self._hood = recipes.neighbourhoods(config.participants, config.k, config.graph_seed)
         self._tag = config.round_tag()
         self._staging_budget = staging_budget_bytes
@@ -173,9 +171,7 @@ class ServerSession:
         if self.state is not ServerState.NOT_STARTED:
             raise RoundAborted("ALREADY_STARTED", "start() called twice")
         self._enter(ServerState.COLLECT_KEYS, now, set(self.config.participants))
-        out: list[ServerEvent] = [
-            Audit("round-started", detail=f"n={self.config.n} mode={self.config.mode.value}")
-        ]
+        out: list[ServerEvent] = [Audit("round-started", detail=f"n={self.config.n} mode={self.config.mode.value}")]
         out += [Send(p, SetupRequest(self.config)) for p in self.config.participants]
         return out
 
@@ -253,8 +249,7 @@ class ServerSession:
         except InvalidPeerKeyError as exc:  # A12: a bad key never reaches the peers
             return self._reject(sender, str(exc))
         if adv.enc_public == adv.mask_public or any(
-            adv.enc_public in (a.enc_public, a.mask_public)
-            or adv.mask_public in (a.enc_public, a.mask_public)
+            adv.enc_public in (a.enc_public, a.mask_public) or adv.mask_public in (a.enc_public, a.mask_public)
             for a in self._ads.values()
         ):
             return self._reject(sender, "reuses a public key")
@@ -302,12 +297,7 @@ class ServerSession:
         data = msg.data
         if msg.count != st.count or msg.index != st.received or msg.offset != st.offset:
             return self._reject(sender, "chunk out of order, or a changed chunk count")
-        if (
-            not isinstance(data, np.ndarray)
-            or data.dtype != self.ring.dtype
-            or data.ndim != 1
-            or data.size == 0
-        ):
+        if not isinstance(data, np.ndarray) or data.dtype != self.ring.dtype or data.ndim != 1 or data.size == 0:
             return self._reject(sender, "chunk of the wrong dtype or shape")
         # the ring kernels take C-contiguous writable arrays; decoded chunks are read-only buffer views
         data = np.require(data, requirements=("C", "W"))
@@ -413,9 +403,7 @@ class ServerSession:
         cfg = self.config
         floor = max(cfg.t, cfg.min_aggregate)
         if survivors < floor:
-            raise RoundAborted(
-                "TOO_FEW_CLIENTS", f"{survivors} {what}, fewer than max(t, min_aggregate)={floor}"
-            )
+            raise RoundAborted("TOO_FEW_CLIENTS", f"{survivors} {what}, fewer than max(t, min_aggregate)={floor}")
 
     def _after_keys(self, now: float, stage: str) -> list[ServerEvent]:
         u1 = tuple(sorted(self._ads))
@@ -450,9 +438,7 @@ class ServerSession:
             out.append(self._audit("client-rejected", c, "masked input incomplete at the deadline"))
             self._drop(c)
         if self._partial:
-            raise RoundAborted(
-                "PARTIAL_INPUT", f"clients {sorted(self._partial)[:5]} did not finish their stream"
-            )
+            raise RoundAborted("PARTIAL_INPUT", f"clients {sorted(self._partial)[:5]} did not finish their stream")
         u3 = tuple(sorted(self._complete))
         self._require(len(u3), "masked inputs")
         self._u3 = u3
@@ -472,9 +458,7 @@ class ServerSession:
         sigs = tuple((c, self._signatures[c]) for c in u4)
         return out + self._send_unmask(u4, sigs)
 
-    def _send_unmask(
-        self, recipients: tuple[int, ...], sigs: tuple[tuple[int, bytes], ...]
-    ) -> list[ServerEvent]:
+    def _send_unmask(self, recipients: tuple[int, ...], sigs: tuple[tuple[int, bytes], ...]) -> list[ServerEvent]:
         assert self.session_id is not None
         u2, u3 = set(self._u2), set(self._u3)
         out: list[ServerEvent] = []
@@ -535,9 +519,7 @@ class ServerSession:
         try:
             mean = dequantise(acc[:-1], total_weight, cfg.clip, cfg.bits)
         except ConfigurationError:
-            raise RoundAborted(
-                "BAD_AGGREGATE", "aggregate outside the range honest inputs can reach"
-            ) from None
+            raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach") from None
         self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, mean)
         self.state = ServerState.DONE
         self.deadline = float("inf")

@@ -158,9 +158,7 @@ def server_to_proto(msg: ServerMessage) -> pb.ServerEnvelope:
         m.advertisements.extend(_adv_to(a) for a in msg.advertisements)
     elif isinstance(msg, SharesDelivery):
         env.shares_delivery.session_id = msg.session_id
-        env.shares_delivery.ciphertexts.extend(
-            pb.ShareCiphertext(peer=p, ciphertext=c) for p, c in msg.ciphertexts
-        )
+        env.shares_delivery.ciphertexts.extend(pb.ShareCiphertext(peer=p, ciphertext=c) for p, c in msg.ciphertexts)
     elif isinstance(msg, ConsistencyRequest):
         env.consistency_request.session_id = msg.session_id
         env.consistency_request.survivors.extend(msg.survivors)
@@ -200,14 +198,10 @@ def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
         )
     if kind == "shares_delivery":
         s = env.shares_delivery
-        return SharesDelivery(
-            _fixed(s.session_id, ID_BYTES, "session_id"), _pairs(s.ciphertexts, "peer", "ciphertext")
-        )
+        return SharesDelivery(_fixed(s.session_id, ID_BYTES, "session_id"), _pairs(s.ciphertexts, "peer", "ciphertext"))
     if kind == "consistency_request":
         c = env.consistency_request
-        return ConsistencyRequest(
-            _fixed(c.session_id, ID_BYTES, "session_id"), _ids(c.survivors, "survivors")
-        )
+        return ConsistencyRequest(_fixed(c.session_id, ID_BYTES, "session_id"), _ids(c.survivors, "survivors"))
     if kind == "unmask_request":
         u = env.unmask_request
         return UnmaskRequest(
@@ -289,14 +283,10 @@ def client_from_proto(env: pb.ClientEnvelope) -> ClientMessage:
         if not c.data or len(c.data) % c.element_width:
             raise EncodingError("chunk data is not a non-zero whole number of elements")
         data = np.frombuffer(c.data, dtype=dtype)
-        return MaskedInputChunk(
-            _fixed(c.session_id, ID_BYTES, "session_id"), c.index, c.count, c.offset, data
-        )
+        return MaskedInputChunk(_fixed(c.session_id, ID_BYTES, "session_id"), c.index, c.count, c.offset, data)
     if kind == "consistency_signature":
         c = env.consistency_signature
-        return ConsistencySignature(
-            _fixed(c.session_id, ID_BYTES, "session_id"), _blob(c.signature, "signature", 64)
-        )
+        return ConsistencySignature(_fixed(c.session_id, ID_BYTES, "session_id"), _blob(c.signature, "signature", 64))
     if kind == "unmask_response":
         u = env.unmask_response
         return UnmaskResponse(
