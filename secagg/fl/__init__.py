@@ -1,0 +1,1 @@
+"""Federated-learning layer: strategies, training loops and differential privacy for silos."""
