@@ -299,8 +299,7 @@ class ServerSession:
             return self._reject(sender, "chunk out of order, or a changed chunk count")
         if not isinstance(data, np.ndarray) or data.dtype != self.ring.dtype or data.ndim != 1 or data.size == 0:
             return self._reject(sender, "chunk of the wrong dtype or shape")
-        # the ring kernels take C-contiguous writable arrays; decoded chunks are read-only buffer views
-        data = np.require(data, requirements=("C", "W"))
+        data = np.ascontiguousarray(data)  # the ring kernels take C-contiguous arrays (a no-op for decoded chunks)
         end = msg.offset + data.shape[0]
         last = msg.index == st.count - 1
         if end > length or (last and end != length):
