@@ -113,13 +113,7 @@ def round_configs(draw: st.DrawFn) -> RoundConfig:
     """Any valid RoundConfig (the constructor validates it)."""
     n = draw(st.integers(min_value=2, max_value=9))
     parts = tuple(
-        sorted(
-            draw(
-                st.lists(
-                    st.integers(min_value=1, max_value=MAX_CLIENT_ID), min_size=n, max_size=n, unique=True
-                )
-            )
-        )
+        sorted(draw(st.lists(st.integers(min_value=1, max_value=MAX_CLIENT_ID), min_size=n, max_size=n, unique=True)))
     )
     mode = draw(st.sampled_from(Mode))
     k = draw(st.integers(min_value=1, max_value=n - 1))
@@ -330,9 +324,7 @@ def test_config_inside_setup_is_validated() -> None:
         decode_message(_setup_bytes_with_config(w.getvalue()))
 
 
-def _config_with(
-    cfg: RoundConfig, *, modulus_field: bytes | None = None, clip_text: str | None = None
-) -> bytes:
+def _config_with(cfg: RoundConfig, *, modulus_field: bytes | None = None, clip_text: str | None = None) -> bytes:
     w = Writer().u16(1).text(cfg.run_id).u32(cfg.round).u32_list(cfg.participants).text(cfg.mode.value)
     w.u32(cfg.k).u32(cfg.t).raw(cfg.graph_seed).u64(cfg.dim)
     w.bytes_(modulus_field if modulus_field is not None else cfg.modulus.to_bytes(9, "big"))

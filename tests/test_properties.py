@@ -38,9 +38,7 @@ from secagg.protocol.rules import TERMINAL_CLIENT, TERMINAL_SERVER, ClientState,
 from secagg.protocol.server import Audit, Send, ServerSession
 from secagg.simulation import SimulationSetup, build, expected_sum, run
 
-POLICY = ClientPolicy(
-    corrupt_fraction=0.0, dropout_fraction=0.0, require_derived_degree=False, min_modulus_bits=16
-)
+POLICY = ClientPolicy(corrupt_fraction=0.0, dropout_fraction=0.0, require_derived_degree=False, min_modulus_bits=16)
 STAGES = {
     Mode.SEMI_HONEST: (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK),
     Mode.HARDENED: (
@@ -156,9 +154,7 @@ def through_codec(_: int, msg: Any) -> Any:
 def with_budget(setup: SimulationSetup, budget: int | None) -> SimulationSetup:
     """The same round with a server of the given staging budget (0: every chunk straight into the sum)."""
     old = setup.server
-    setup.server = ServerSession(
-        setup.config, roster=old.roster, timeouts=old.timeouts, staging_budget_bytes=budget
-    )
+    setup.server = ServerSession(setup.config, roster=old.roster, timeouts=old.timeouts, staging_budget_bytes=budget)
     return setup
 
 
@@ -227,12 +223,8 @@ def test_E3_predict_agrees_with_hand_worked_cases() -> None:
     """The oracle itself, on cases worked out by hand (complete graph, n = 5, t = 3)."""
     cfg = make(5, mode=Mode.SEMI_HONEST, k=4, t=3, dim=2)
     assert predict(cfg, {}) == Outcome((1, 2, 3, 4, 5), (), None, True)
-    assert predict(cfg, {1: Stage.ADVERTISE_KEYS, 2: Stage.MASKED_INPUT}) == Outcome(
-        (3, 4, 5), (2,), None, True
-    )
-    assert predict(cfg, {1: Stage.SHARE_KEYS, 2: Stage.SHARE_KEYS, 3: Stage.MASKED_INPUT}).abort == (
-        "TOO_FEW_CLIENTS"
-    )
+    assert predict(cfg, {1: Stage.ADVERTISE_KEYS, 2: Stage.MASKED_INPUT}) == Outcome((3, 4, 5), (2,), None, True)
+    assert predict(cfg, {1: Stage.SHARE_KEYS, 2: Stage.SHARE_KEYS, 3: Stage.MASKED_INPUT}).abort == ("TOO_FEW_CLIENTS")
     assert predict(cfg, {4: Stage.UNMASK, 5: Stage.UNMASK}) == Outcome((1, 2, 3, 4, 5), (), None, True)
     unmask3 = predict(cfg, {3: Stage.UNMASK, 4: Stage.UNMASK, 5: Stage.UNMASK})
     assert unmask3.abort == "TOO_FEW_SHARES" and unmask3.revealing_stage_reached

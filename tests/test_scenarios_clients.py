@@ -73,9 +73,7 @@ def setup_round(
     """A round of n clients (t defaults to the smallest threshold valid for the mode, plus one)."""
     if t is None:
         t = (n // 2 + 1) if mode is Mode.HARDENED else max(2, n // 2)
-    cfg = make_config(
-        n, dim, mode=mode, seed=seed, t=t, k=k, corrupt_fraction=0.0, dropout_fraction=0.0, **config
-    )
+    cfg = make_config(n, dim, mode=mode, seed=seed, t=t, k=k, corrupt_fraction=0.0, dropout_fraction=0.0, **config)
     return build(cfg, seed=seed, chunk_elems=chunk_elems, drop_at=drop_at, policy=policy)
 
 
@@ -228,9 +226,7 @@ def test_B1_valid_vector_in_another_memory_layout_is_accepted(
 def _direct(setup: SimulationSetup) -> SimulationSetup:
     """The same round with a server that has no staging budget: every chunk goes straight into the sum."""
     old = setup.server
-    setup.server = ServerSession(
-        setup.config, roster=old.roster, timeouts=old.timeouts, staging_budget_bytes=0
-    )
+    setup.server = ServerSession(setup.config, roster=old.roster, timeouts=old.timeouts, staging_budget_bytes=0)
     return setup
 
 
@@ -315,9 +311,7 @@ B3_FAULTS: dict[str, Callable[[UnmaskResponse], Any]] = {
     "other-x-coordinate": lambda r: replace(
         r, seed_shares=((r.seed_shares[0][0], _share_bytes(7)), *r.seed_shares[1:])
     ),
-    "garbage-bytes": lambda r: replace(
-        r, seed_shares=((r.seed_shares[0][0], bytes(range(68))), *r.seed_shares[1:])
-    ),
+    "garbage-bytes": lambda r: replace(r, seed_shares=((r.seed_shares[0][0], bytes(range(68))), *r.seed_shares[1:])),
     "short-share": lambda r: replace(r, key_shares=((r.key_shares[0][0], b"\x00\x00\x00\x03"),)),
     "value-outside-field": lambda r: replace(
         r, seed_shares=((r.seed_shares[0][0], (3).to_bytes(4, "big") + b"\xff" * 64), *r.seed_shares[1:])
@@ -356,9 +350,7 @@ def test_B3_rejections_below_threshold_abort_cleanly() -> None:
 @st.composite
 def _random_response(draw: st.DrawFn, resp: UnmaskResponse) -> UnmaskResponse:
     owners = st.integers(min_value=0, max_value=12)
-    blob = st.one_of(
-        st.binary(max_size=80), st.sampled_from([b for _, b in (*resp.seed_shares, *resp.key_shares)])
-    )
+    blob = st.one_of(st.binary(max_size=80), st.sampled_from([b for _, b in (*resp.seed_shares, *resp.key_shares)]))
     pairs = st.lists(st.tuples(owners, blob), max_size=9).map(tuple)
     seed = draw(st.one_of(st.just(resp.seed_shares), pairs))
     key = draw(st.one_of(st.just(resp.key_shares), pairs))
@@ -548,9 +540,7 @@ CONFLICTS: list[tuple[str, type, Mode, int | None, Callable[[Any], Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "kind", "mode", "chunk", "change"), CONFLICTS, ids=[c[0] for c in CONFLICTS]
-)
+@pytest.mark.parametrize(("name", "kind", "mode", "chunk", "change"), CONFLICTS, ids=[c[0] for c in CONFLICTS])
 def test_B5_conflicting_duplicate_is_rejected_and_the_first_stands(
     name: str, kind: type, mode: Mode, chunk: int | None, change: Callable[[Any], Any]
 ) -> None:
@@ -796,9 +786,7 @@ def test_B8_advertisement_claiming_another_id_is_rejected(mode: Mode) -> None:
 
 def test_B8_relabelled_advertisement_is_rejected() -> None:
     setup = setup_round()
-    relabel = tamper(
-        4, AdvertiseKeys, lambda m: replace(m, advertisement=replace(m.advertisement, client_id=5))
-    )
+    relabel = tamper(4, AdvertiseKeys, lambda m: replace(m, advertisement=replace(m.advertisement, client_id=5)))
     rr = run(setup, to_server=relabel)
     assert_rejected(rr, 4, Stage.ADVERTISE_KEYS)
     assert_exact(setup, everyone_but(setup, 4))
@@ -822,9 +810,7 @@ def test_B8_sender_outside_the_round_is_rejected_without_state_change() -> None:
 
 
 def test_B9_capacity_is_refused_when_the_config_is_built() -> None:
-    base: dict[str, Any] = dict(
-        run_id="r", round=0, mode=Mode.SEMI_HONEST, k=3, t=2, graph_seed=bytes(32), dim=4
-    )
+    base: dict[str, Any] = dict(run_id="r", round=0, mode=Mode.SEMI_HONEST, k=3, t=2, graph_seed=bytes(32), dim=4)
     four = (1, 2, 3, 4)
     # n * max_weight * 2^bits must stay below the modulus: 4 * 4 * 2^28 = 2^32 is refused, 2^27 accepted
     with pytest.raises(ConfigurationError, match="capacity"):

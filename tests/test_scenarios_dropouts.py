@@ -48,9 +48,7 @@ STAGES = {
     ],
 }
 BEFORE_MASKED_INPUT = {Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT}
-TIMEOUTS = StageTimeouts(
-    advertise_keys=10.0, share_keys=20.0, masked_input=30.0, consistency_check=40.0, unmask=50.0
-)
+TIMEOUTS = StageTimeouts(advertise_keys=10.0, share_keys=20.0, masked_input=30.0, consistency_check=40.0, unmask=50.0)
 TIMEOUT_OF = {
     Stage.ADVERTISE_KEYS: 10.0,
     Stage.SHARE_KEYS: 20.0,
@@ -77,9 +75,7 @@ def make_round(
     **config: Any,
 ) -> SimulationSetup:
     t = THRESHOLD[mode] if t is None else t
-    cfg = make_config(
-        n, dim, mode=mode, seed=seed, t=t, k=k, corrupt_fraction=0.0, dropout_fraction=0.0, **config
-    )
+    cfg = make_config(n, dim, mode=mode, seed=seed, t=t, k=k, corrupt_fraction=0.0, dropout_fraction=0.0, **config)
     return build(cfg, seed=seed, drop_at=drop_at, timeouts=timeouts, policy=policy)
 
 
@@ -245,9 +241,7 @@ def test_dropout_matrix(mode: Mode, stage: Stage, drops: int) -> None:
 
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 @pytest.mark.parametrize(("n", "t"), [(5, 3), (7, 6), (9, 6)])
-def test_C5_exactly_t_survivors_succeed_and_t_minus_1_abort_at_every_stage(
-    mode: Mode, n: int, t: int
-) -> None:
+def test_C5_exactly_t_survivors_succeed_and_t_minus_1_abort_at_every_stage(mode: Mode, n: int, t: int) -> None:
     if mode is Mode.HARDENED and 2 * t <= n:
         pytest.skip("hardened mode needs 2t > n on a complete graph")
     for stage in STAGES[mode]:
@@ -431,9 +425,7 @@ def test_clock_matches_the_in_process_network() -> None:
 @pytest.mark.parametrize(
     ("mode", "stage"), [(m, s) for m in Mode for s in STAGES[m]], ids=lambda x: getattr(x, "value", x)
 )
-def test_C7_slow_client_is_dropped_at_the_deadline_and_its_late_message_rejected(
-    mode: Mode, stage: Stage
-) -> None:
+def test_C7_slow_client_is_dropped_at_the_deadline_and_its_late_message_rejected(mode: Mode, stage: Stage) -> None:
     slow = 3
     setup = make_round(mode=mode, timeouts=TIMEOUTS)
     clock = Clock(setup, hold=lambda cid, msg: cid == slow and _reply_stage(msg) is stage)
