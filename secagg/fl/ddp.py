@@ -559,8 +559,8 @@ def conditional_round(
 ) -> NDArray[np.int64]:
     """Unbiased randomised rounding to Z^d, repeated until ||z||_2 <= l2_bound (KLS Algorithm 2).
 
-    Each coordinate rounds up with probability frac(y_i) (53-bit uniforms from rng). The norm test keeps a
-    2^-24 relative allowance for float summation error, so every accepted z truly satisfies the bound.
+    Each coordinate rounds up with probability frac(y_i) (53-bit uniforms from rng). The norm test is done in
+    floats with a rigorous error allowance, and in exact integers when the float sum is too close to call.
     """
     v = np.asarray(y, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(v)) or np.max(np.abs(v), initial=0.0) >= 2.0**62:
@@ -568,12 +568,19 @@ def conditional_round(
     floor = np.floor(v)
     frac = v - floor
     base = floor.astype(np.int64)
-    limit = l2_bound * l2_bound * (1.0 - 2.0**-24)
+    bound_sq = Fraction(l2_bound) ** 2
+    limit = float(bound_sq)
+    slack = (v.shape[0] + 2) * 2.0**-52  # relative error bound of a float sum of d non-negative squares
     for _ in range(max_attempts):
         u = (_words(rng, v.shape[0]) >> np.uint64(11)).astype(np.float64) * 2.0**-53
         z = base + (u < frac).astype(np.int64)
         zf = z.astype(np.float64)
-        if float(np.dot(zf, zf)) <= limit:
+        s = float(np.dot(zf, zf))
+        if s * (1 + slack) <= limit * (1 - 2.0**-52):
+            return z
+        if s * (1 - slack) > limit * (1 + 2.0**-52):
+            continue
+        if sum(int(a) * int(a) for a in z.tolist()) <= bound_sq:  # too close to call in floats: exact
             return z
     raise ConditionalRoundingError(f"conditional rounding failed {max_attempts} times")
 
