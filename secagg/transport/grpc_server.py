@@ -123,17 +123,20 @@ class AggregationServer:
         )
         pb_grpc.add_AggregatorServicer_to_server(_Servicer(self), server)
         tls = cfg.tls
-        if tls.insecure:
-            log.warning("INSECURE: serving without TLS; silos name themselves. For local experiments only.")
-            port = server.add_insecure_port(cfg.listen)
-        else:
-            assert tls.key is not None and tls.cert is not None and tls.client_ca is not None
-            creds = grpc.ssl_server_credentials(
-                [(tls.key.read_bytes(), tls.cert.read_bytes())],
-                root_certificates=tls.client_ca.read_bytes(),
-                require_client_auth=True,
-            )
-            port = server.add_secure_port(cfg.listen, creds)
+        try:  # grpcio raises RuntimeError when it cannot bind (older versions returned 0)
+            if tls.insecure:
+                log.warning("INSECURE: serving without TLS; silos name themselves. For local experiments only.")
+                port = server.add_insecure_port(cfg.listen)
+            else:
+                assert tls.key is not None and tls.cert is not None and tls.client_ca is not None
+                creds = grpc.ssl_server_credentials(
+                    [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                    root_certificates=tls.client_ca.read_bytes(),
+                    require_client_auth=True,
+                )
+                port = server.add_secure_port(cfg.listen, creds)
+        except RuntimeError:
+            port = 0
         if port == 0:
             raise ConfigurationError(f"cannot listen on {cfg.listen}")
         server.start()
