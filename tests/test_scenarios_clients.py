@@ -22,7 +22,7 @@ from secagg.crypto import shamir
 from secagg.crypto.keys import X25519KeyPair
 from secagg.crypto.rng import DeterministicRandom
 from secagg.crypto.secret import SecretBytes
-from secagg.errors import ConfigurationError, LocalProtocolError, RoundAborted
+from secagg.errors import ConfigurationError, RoundAborted
 from secagg.protocol import recipes
 from secagg.protocol.client import ClientInput
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
@@ -888,12 +888,17 @@ def test_B9_inputs_outside_the_clip_range_are_clipped() -> None:
 
 
 def test_B9_weight_outside_its_range_is_refused_by_the_client() -> None:
-    """A weight above max_weight would break the capacity bound: the client refuses to mask it."""
+    """A weight above max_weight would break the capacity bound: the client refuses to mask it, aborts its
+    own round (secrets erased, BAD_INPUT) and the others' sum is exact without it."""
     setup = setup_round(n=4, t=2, max_weight=3)
     bad = ClientInput(np.zeros(setup.config.dim, dtype=np.float32), 4)
     setup.clients[2].provide_input(bad)
-    with pytest.raises(LocalProtocolError, match="weight"):
-        run(setup)
+    run(setup)
+    client = setup.clients[2]
+    assert client.state is ClientState.ABORTED and not client.holds_round_secrets
+    assert isinstance(client.error, RoundAborted) and client.error.code == "BAD_INPUT"
+    assert "weight" in str(client.error)
+    assert_exact(setup, tuple(c for c in setup.config.participants if c != 2))
 
 
 def test_B9_server_refuses_an_aggregate_outside_the_honest_range() -> None:

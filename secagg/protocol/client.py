@@ -205,6 +205,7 @@ class ClientSession(NoPickle):
         if isinstance(message, RoundComplete):
             return self._on_complete(message)
         if isinstance(message, ServerAbort):
+            # honoured whatever its round tag: the stream is ordered, and a server that stops is believed
             self._finish(ClientState.ABORTED)
             self.error = RoundAborted("SERVER_ABORT", f"{message.code}: {message.reason}")
             return []
@@ -387,26 +388,30 @@ class ClientSession(NoPickle):
     def _masked_vector(
         self, cfg: RoundConfig, secrets: _RoundSecrets, sid: bytes, live: frozenset[int]
     ) -> NDArray[Any]:
-        """y = quantise(x) || weight + self mask + (+/-) the pairwise mask of every live neighbour."""
-        data = self._input(cfg) if callable(self._input) else self._input
-        if data is None:
-            raise LocalProtocolError("no input provided before the masking stage")
-        vec = np.asarray(data.vector)
-        if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
-            raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
-        if not 1 <= int(data.weight) <= cfg.max_weight:
-            raise LocalProtocolError(f"weight must be in 1..{cfg.max_weight}")
+        """y = quantise(x) || weight + self mask + (+/-) the pairwise mask of every live neighbour.
+
+        A local input that cannot be used (missing, wrong shape, NaN, weight out of range, or a provider that
+        failed) aborts this client's round with BAD_INPUT: its secrets are erased and the round goes on
+        without it.
+        """
         ring = Ring(cfg.modulus)
         out = ring.zeros(cfg.vector_length)
-        quantise(
-            vec,
-            cfg.clip,
-            cfg.bits,
-            int(data.weight),
-            random_uint32(self._rounding_rng, cfg.dim),
-            cfg.modulus,
-            out[:-1],
-        )
+        try:
+            data = self._input(cfg) if callable(self._input) else self._input
+            if data is None:
+                raise LocalProtocolError("no input provided before the masking stage")
+            vec = np.asarray(data.vector)
+            if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
+                raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
+            if not 1 <= int(data.weight) <= cfg.max_weight:
+                raise LocalProtocolError(f"weight must be in 1..{cfg.max_weight}")
+            rand = random_uint32(self._rounding_rng, cfg.dim)
+            quantise(vec, cfg.clip, cfg.bits, int(data.weight), rand, cfg.modulus, out[:-1])
+        except (LocalProtocolError, ConfigurationError) as exc:
+            raise RoundAborted("BAD_INPUT", str(exc)) from None
+        except Exception as exc:  # a failing input provider (e.g. local training) must not leave secrets behind
+            log.exception("client %d: the input provider failed", self.client_id)
+            raise RoundAborted("BAD_INPUT", f"the input provider failed: {type(exc).__name__}") from None
         out[-1] = int(data.weight)
         expander = self._expander if self._expander is not None and self._expander.ring == ring else MaskExpander(ring)
         assert secrets.seed is not None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from secagg.crypto import shamir
 from secagg.crypto.kdf import derive_key
 from secagg.crypto.keys import X25519KeyPair, check_x25519_public
 from secagg.crypto.secret import SecretBytes
@@ -120,10 +121,14 @@ def split_share_plaintext(data: bytes) -> tuple[int, int, bytes, bytes]:
     seed, key = data[8 : 8 + Share.ENCODED_LEN], data[8 + Share.ENCODED_LEN :]
     if _X.unpack_from(seed)[0] != recipient or _X.unpack_from(key)[0] != recipient:
         raise EncodingError("share x-coordinate is not the recipient's id")
+    if max(_YS.unpack_from(seed, 4)) >= shamir.P or max(_YS.unpack_from(key, 4)) >= shamir.P:
+        # checked on arrival, so a peer cannot make this client forward an invalid share (and be rejected)
+        raise EncodingError("share value outside the field")
     return sender, recipient, seed, key
 
 
 _X = struct.Struct(">I")
+_YS = struct.Struct(f">{shamir.LIMBS}I")
 
 
 def decode_share_plaintext(data: bytes) -> tuple[int, int, Share, Share]:

@@ -147,6 +147,7 @@ class ServerSession:
         self._expected: set[int] = set()
         self._rejected: set[int] = set()
         self._ads: dict[int, KeyAdvertisement] = {}
+        self._seen_keys: set[bytes] = set()  # every accepted public key, so a reused one is caught in O(1)
         self._shares: dict[int, ShareKeys] = {}
         self._u1: tuple[int, ...] = ()
         self._u2: tuple[int, ...] = ()
@@ -248,10 +249,7 @@ class ServerSession:
             recipes.check_round_public_key(adv.mask_public)
         except InvalidPeerKeyError as exc:  # A12: a bad key never reaches the peers
             return self._reject(sender, str(exc))
-        if adv.enc_public == adv.mask_public or any(
-            adv.enc_public in (a.enc_public, a.mask_public) or adv.mask_public in (a.enc_public, a.mask_public)
-            for a in self._ads.values()
-        ):
+        if adv.enc_public == adv.mask_public or {adv.enc_public, adv.mask_public} & self._seen_keys:
             return self._reject(sender, "reuses a public key")
         if self.config.mode is Mode.HARDENED:
             assert self.roster is not None
@@ -261,6 +259,7 @@ class ServerSession:
             except AuthenticationError:
                 return self._reject(sender, "advertisement not signed by its roster identity")
         self._ads[sender] = adv
+        self._seen_keys.update((adv.enc_public, adv.mask_public))
         return []
 
     def _on_share_keys(self, sender: int, msg: ShareKeys) -> list[ServerEvent]:
