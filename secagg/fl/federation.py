@@ -1,0 +1,204 @@
+"""Federated training loops: a strategy, a federation of silos, rounds of fit then evaluate.
+
+A secure strategy's rounds run through SecAgg+ (`secure_round`): the server learns only the example-weighted
+mean of the updates, and of the evaluation metrics. A plain strategy's rounds collect individual updates
+(`plain_fit`), for comparison. `InProcessFederation` runs the silos in this process (the same sans-IO
+sessions as over gRPC); `secagg.fl.grpc.GrpcFederation` runs them as real processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
+from secagg.errors import ConfigurationError, RoundAborted
+from secagg.fl.strategy import Strategy, Update
+from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, task_digest, task_inputs
+from secagg.protocol import params as _params
+from secagg.protocol.client import ClientSession, MemoryLedger
+from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
+from secagg.protocol.server import AggregateResult, ServerSession
+from secagg.transport.inprocess import InProcessNetwork
+
+log = logging.getLogger("secagg.fl")
+
+
+class Federation(Protocol):
+    """Where rounds run. `secure_round` returns the SecAgg+ aggregate of the silos' inputs for a task."""
+
+    def secure_round(self, secagg_round: int, task: RoundTask, *, dim: int, clip: float) -> AggregateResult:
+        """Run one SecAgg+ round for the task; RoundAborted if it produced no aggregate."""
+        ...
+
+    def plain_fit(self, task: RoundTask) -> list[Update]:
+        """Every silo's individual update (plain FedAvg baseline)."""
+        ...
+
+    def plain_evaluate(self, task: RoundTask) -> list[tuple[float, float, int]]:
+        """Every silo's (loss, accuracy, examples)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """SecAgg+ parameters of a federation's rounds (k and t derived from the fractions unless given)."""
+
+    mode: Mode = Mode.SEMI_HONEST
+    bits: int = 16
+    modulus: int = 1 << 32
+    max_weight: int = 1024
+    min_aggregate: int = 2
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.1
+    k: int | None = None
+    t: int | None = None
+    run_id: str = "federation"
+
+
+class InProcessFederation:
+    """Silos as LocalTrainers in this process; secure rounds drive ClientSessions and a ServerSession."""
+
+    def __init__(
+        self,
+        trainers: dict[int, LocalTrainer],
+        *,
+        settings: SecureSettings | None = None,
+        rng: RandomSource | None = None,
+        drop_at: Callable[[int], dict[int, Any]] | None = None,
+    ) -> None:
+        if len(trainers) < 2:
+            raise ConfigurationError("a federation needs at least two silos")
+        self.trainers = dict(sorted(trainers.items()))
+        self.settings = settings or SecureSettings()
+        self._rng = rng or SystemRandom()
+        self._ledgers = {c: MemoryLedger() for c in self.trainers}
+        self._drop_at = drop_at
+
+    def _config(self, secagg_round: int, task: RoundTask, dim: int, clip: float) -> RoundConfig:
+        s = self.settings
+        ids = tuple(self.trainers)
+        p = _params.derive_params(len(ids), s.corrupt_fraction, s.dropout_fraction, s.mode.value, k=s.k, t=s.t)
+        return RoundConfig(
+            run_id=s.run_id,
+            round=secagg_round,
+            participants=ids,
+            mode=s.mode,
+            k=p.k,
+            t=p.t,
+            graph_seed=self._rng.random_bytes(32),
+            dim=dim,
+            modulus=s.modulus,
+            clip=clip,
+            bits=s.bits,
+            max_weight=s.max_weight,
+            min_aggregate=s.min_aggregate,
+            model_hash=task.digest(),
+        )
+
+    def secure_round(self, secagg_round: int, task: RoundTask, *, dim: int, clip: float) -> AggregateResult:
+        """One in-process SecAgg+ round: each silo fetches the task by hash and contributes its input."""
+        cfg = self._config(secagg_round, task, dim, clip)
+        blob = task.encode()
+        published = {task_digest(blob): blob}
+
+        def fetch(digest: bytes) -> bytes:
+            if digest not in published:
+                raise ConfigurationError("unknown task")
+            return published[digest]
+
+        policy = ClientPolicy(require_derived_degree=False, min_aggregate=self.settings.min_aggregate)
+        clients = {
+            c: ClientSession(
+                c,
+                rng=DeterministicRandom(self._rng.random_bytes(32)),
+                policy=policy,
+                ledger=self._ledgers[c],
+                input=task_inputs(trainer, fetch),
+            )
+            for c, trainer in self.trainers.items()
+        }
+        if cfg.mode is Mode.HARDENED:
+            raise ConfigurationError("in-process federations run the semi-honest mode; use gRPC for hardened")
+        server = ServerSession(cfg)
+        drops = self._drop_at(secagg_round) if self._drop_at else {}
+        InProcessNetwork(server, clients, drop_at=drops).run()
+        if server.result is None:
+            raise server.error or RoundAborted("NO_RESULT", "the round ended without an aggregate")
+        return server.result
+
+    def plain_fit(self, task: RoundTask) -> list[Update]:
+        """Each silo's own update (the plaintext baseline)."""
+        return [t.fit(task.parameters, dict(task.instructions)) for t in self.trainers.values()]
+
+    def plain_evaluate(self, task: RoundTask) -> list[tuple[float, float, int]]:
+        """Each silo's own evaluation (the plaintext baseline)."""
+        return [t.evaluate(task.parameters) for t in self.trainers.values()]
+
+
+@dataclass
+class RoundReport:
+    """One federated round: evaluation of the model it produced, and timings."""
+
+    round: int
+    loss: float
+    accuracy: float
+    fit_seconds: float
+    evaluate_seconds: float
+    survivors: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_federated(
+    strategy: Strategy,
+    federation: Federation,
+    rounds: int,
+    *,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> list[RoundReport]:
+    """Train for `rounds` rounds (fit, then federated evaluation of the new model)."""
+    reports: list[RoundReport] = []
+    for r in range(rounds):
+        instructions = strategy.configure_fit(r).as_dict()
+        fit_task = RoundTask("fit", r, strategy.flat_parameters, instructions)
+        t0 = time.perf_counter()
+        if strategy.secure:
+            res = federation.secure_round(2 * r, fit_task, dim=strategy.dim, clip=strategy.clip)
+            strategy.apply_weighted_mean(r, res.mean, res.total_weight)
+            survivors = len(res.survivors)
+        else:
+            updates = federation.plain_fit(fit_task)
+            strategy.aggregate_fit(r, updates)
+            survivors = len(updates)
+        t1 = time.perf_counter()
+        eval_task = RoundTask("evaluate", r, strategy.flat_parameters, {})
+        if strategy.secure:
+            ev = federation.secure_round(2 * r + 1, eval_task, dim=EVAL_DIM, clip=1.0)
+            loss, accuracy = float(ev.mean[0]) * LOSS_SCALE, float(ev.mean[1])
+        else:
+            results = federation.plain_evaluate(eval_task)
+            total = sum(n for _, _, n in results)
+            loss = sum(lo * n for lo, _, n in results) / total
+            accuracy = sum(a * n for _, a, n in results) / total
+        rep = RoundReport(r, loss, accuracy, t1 - t0, time.perf_counter() - t1, survivors)
+        reports.append(rep)
+        if on_round is not None:
+            on_round(rep)
+    return reports
+
+
+def with_settings(federation: InProcessFederation, **changes: Any) -> InProcessFederation:
+    """A copy of an in-process federation's settings with changes (e.g. another mode)."""
+    federation.settings = replace(federation.settings, **changes)
+    return federation
+
+
+def weighted_mean_accuracy(results: list[tuple[float, float, int]]) -> float:
+    """Example-weighted mean accuracy."""
+    total = sum(n for _, _, n in results)
+    return float(np.sum([a * n for _, a, n in results]) / total)
