@@ -9,17 +9,26 @@ process exits only (see tests/grpc_helpers.py); every process is ended and reape
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from secagg.crypto.rng import DeterministicRandom
 from secagg.deploy.audit import verify_audit_log
+from secagg.deploy.config import ServerTls, SiloTls
+from secagg.deploy.pki import issue_certificate, make_expired_silo, make_rogue_ca_silo, make_rogue_server
+from secagg.errors import ConfigurationError
+from secagg.transport._generated import secagg_pb2 as pb
+from secagg.transport.grpc_server import AggregationServer
 
-from .grpc_helpers import Deployment
+from .grpc_helpers import Deployment, RawSilo, raw_silo
 
 Make = Callable[..., Deployment]
 
@@ -129,3 +138,125 @@ def test_too_many_killed_is_a_clean_abort(deploy: Make, mode: str, stage: str, v
     assert server.wait() == 1, server.logs()
     events = [r.event for r in dep.audit()]
     assert events[-1] == "round-aborted" and "round-completed" not in events
+
+
+# -- D1 / D3: certificates ----------------------------------------------------------------------------------
+
+
+def test_d1_bad_client_certificates_cannot_connect(deploy: Make) -> None:
+    """A silo with a certificate from another CA, an expired one, or none never gets a stream; the round
+    among the good silos completes without it."""
+    dep = deploy(5, min_silos=4)
+    server = dep.start_server()
+    rogue = make_rogue_ca_silo(dep.layout.directory, "rogue", silo_id=5)
+    expired = make_expired_silo(dep.layout.directory, "expired", silo_id=5)
+    assert rogue.config is not None and expired.config is not None
+    bad = [dep.start_silo(config=rogue.config), dep.start_silo(config=expired.config)]
+    for p in bad:  # each attempt fails in the handshake; the silo reports it and keeps retrying
+        p.wait_log("stream ended: StatusCode.UNAVAILABLE")
+    # no certificate at all: the handshake fails too, for the stream and for the health check
+    nocert = RawSilo(dep.address, ca=dep.layout.ca_cert, cert=None, key=None)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            nocert.health()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        nocert.open()
+        assert nocert.recv() is None
+        assert nocert.status() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        nocert.close()
+    # ...and a silo config without one is refused before any connection
+    text = dep.silo_config_path(5).read_text()
+    nocert_cfg = dep.layout.directory / "nocert.toml"
+    nocert_cfg.write_text("\n".join(line for line in text.splitlines() if not line.startswith("cert =")))
+    refused = dep.start_silo(config=nocert_cfg)
+    assert refused.wait() == 2
+    assert "tls.cert: missing required key" in refused.err()
+
+    good = dep.start_silos([1, 2, 3, 4], rounds=1)
+    dep.assert_exact(0, [1, 2, 3, 4])
+    assert server.wait() == 0, server.logs()
+    for p in good.values():
+        assert p.wait() == 0, p.logs()
+    assert "silo 5 connected" not in server.err()
+    assert all(p.alive() for p in bad)  # still retrying: they end at teardown
+    assert all(r.client != 5 for r in dep.audit())
+
+
+def test_d1_silo_refuses_a_server_from_another_ca(deploy: Make) -> None:
+    """A server presenting a certificate the silos' CA did not sign: the silo never completes a handshake."""
+    dep = deploy(2)
+    rogue = make_rogue_server(dep.layout.directory, "rogue-server")
+    assert rogue.config is not None
+    server = dep.start_server(config=rogue.config, name="rogue-server")
+    silo = dep.start_silo(1)
+    silo.wait_log("stream ended: StatusCode.UNAVAILABLE")
+    with raw_silo(dep, 2) as raw, pytest.raises(grpc.RpcError) as info:
+        raw.health()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "connected" not in server.err()
+    assert server.alive() and silo.alive()  # the server waits for silos it will never see
+    assert not (dep.layout.directory / "output-rogue-server" / "round-0.json").exists()
+
+
+def test_d3_mutual_tls_without_client_ca_refuses_to_start(deploy: Make) -> None:
+    dep = deploy(2)
+    text = dep.layout.server_config.read_text()
+    no_ca = dep.layout.directory / "no-client-ca.toml"
+    no_ca.write_text("\n".join(line for line in text.splitlines() if not line.startswith("client_ca =")))
+    proc = dep._spawn("server", ["server", "--config", str(no_ca)], None)
+    assert proc.wait() == 2, proc.logs()
+    assert "tls.client_ca: missing: mutual TLS needs the CA" in proc.err()
+    assert "Traceback" not in proc.err()
+    assert not dep.output_dir.exists()
+    # the server class refuses such a configuration too, whatever loaded it
+    cfg = dep.server_cfg
+    bare = dataclasses.replace(cfg, tls=ServerTls(cfg.tls.cert, cfg.tls.key, None))
+    with pytest.raises(ConfigurationError, match="client CA"):
+        AggregationServer(bare, rng=DeterministicRandom(0))
+
+
+# -- B8: the id comes from the certificate ------------------------------------------------------------------
+
+
+def test_b8_claimed_id_differs_from_certificate(deploy: Make) -> None:
+    """A silo presenting silo-1's certificate but claiming id 2 (with silo 2's identity key): the server
+    names it 1 from the certificate, rejects its advertisement for id 2, and the round completes among the
+    others with the real silo 2 counted once. A certificate outside the roster gets no stream at all."""
+    dep = deploy(5)
+    server = dep.start_server()
+    # a certificate from the right CA for a name that is not in the roster: PERMISSION_DENIED
+    now = datetime.datetime.now(datetime.UTC)
+    stranger = issue_certificate(
+        dep.layout.ca_cert,
+        dep.layout.ca_key,
+        dep.layout.directory,
+        "stranger",
+        common_name="silo-9",
+        hosts=("silo-9",),
+        not_before=now - datetime.timedelta(minutes=5),
+        not_after=now + datetime.timedelta(days=1),
+    )
+    raw = RawSilo(dep.address, ca=dep.layout.ca_cert, cert=stranger.cert, key=stranger.key)
+    try:
+        assert raw.health().status == pb.HealthResponse.SERVING  # TLS is fine: only the roster says no
+        raw.open()
+        assert raw.recv() is None
+        assert raw.status() == grpc.StatusCode.PERMISSION_DENIED
+        assert "not in the roster" in raw.details()
+    finally:
+        raw.close()
+
+    one, two = dep.layout.silos[0], dep.layout.silos[1]
+    liar_cfg = dataclasses.replace(dep.silo_cfgs[2], tls=SiloTls(dep.layout.ca_cert, one.cert, one.key))
+    assert liar_cfg.identity_key == two.identity_key and liar_cfg.silo_id == 2
+    liar = dep.start_silo(config=dep.write_silo_variant("liar", liar_cfg))
+    honest = dep.start_silos([2, 3, 4, 5], rounds=1)
+    summary = dep.assert_exact(0, [2, 3, 4, 5])
+    assert summary["participants"] == [1, 2, 3, 4, 5]
+    assert server.wait() == 0, server.logs()
+    for p in honest.values():
+        assert p.wait() == 0, p.logs()
+    rejected = [r for r in dep.audit() if r.event == "client-rejected"]
+    assert [(r.client, r.stage, r.detail["detail"]) for r in rejected] == [(1, "advertise-keys", "claims id 2")]
+    assert liar.alive()
