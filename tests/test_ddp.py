@@ -411,3 +411,14 @@ def test_conditional_rounding_decides_ties_exactly() -> None:
     assert np.array_equal(ddp.conditional_round(y, 13.0, rng), y.astype(np.int64))
     with pytest.raises(ddp.ConditionalRoundingError):
         ddp.conditional_round(y, math.nextafter(13.0, 0.0), rng, max_attempts=3)
+
+
+def test_encode_is_reproducible_from_the_random_source() -> None:
+    params = ddp.DDPParams("skellam", 50, 1.0, 1000.0, 1e4, n_min=2)
+    x = np.linspace(-1, 1, 50)
+    a = ddp.encode(x, params, SEED, DeterministicRandom(21))
+    b = ddp.encode(x, params, SEED, DeterministicRandom(21))
+    c = ddp.encode(x, params, SEED, DeterministicRandom(22))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # the same randomness under another public rotation seed gives another vector
+    assert not np.array_equal(a, ddp.encode(x, params, SEED[::-1], DeterministicRandom(21)))
