@@ -356,6 +356,22 @@ class Deployment:
         q = quantise(data.vector, rc.clip, rc.bits, data.weight, random_uint32(rounding, rc.dim), rc.modulus)
         return q, data.weight
 
+    def session(self, silo: int, r: int) -> ClientSession:
+        """A ClientSession for round r set up exactly as a seeded `secagg silo` process sets up its own, so
+        that the test can play that silo (over a RawSilo) and still predict the aggregate exactly."""
+        cfg = self.silo_cfgs[silo]
+        assert cfg.seed is not None
+        return ClientSession(
+            silo,
+            rng=DeterministicRandom(cfg.seed, label=b"secagg/v1/silo/round-%d" % r),
+            policy=cfg.to_client_policy(),
+            identity=cfg.load_identity(),
+            ledger=cfg.open_ledger(),
+            input=cfg.data.client_input,
+            chunk_elems=4096,
+            rounding_rng=DeterministicRandom(rounding_seed(cfg.seed, r), label=ROUNDING_LABEL),
+        )
+
     def expected(self, r: int, survivors: Iterable[int]) -> tuple[NDArray[Any], int]:
         """The exact ring sum of the survivors' quantised weighted inputs in round r, and their total weight."""
         rc = self.reference_config(r)

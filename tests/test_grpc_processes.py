@@ -25,10 +25,11 @@ from secagg.deploy.audit import verify_audit_log
 from secagg.deploy.config import ServerTls, SiloTls
 from secagg.deploy.pki import issue_certificate, make_expired_silo, make_rogue_ca_silo, make_rogue_server
 from secagg.errors import ConfigurationError
+from secagg.protocol.messages import RoundComplete
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport.grpc_server import AggregationServer
 
-from .grpc_helpers import Deployment, RawSilo, raw_silo
+from .grpc_helpers import Deployment, Proc, RawSilo, raw_silo
 
 Make = Callable[..., Deployment]
 
@@ -260,3 +261,89 @@ def test_b8_claimed_id_differs_from_certificate(deploy: Make) -> None:
     rejected = [r for r in dep.audit() if r.event == "client-rejected"]
     assert [(r.client, r.stage, r.detail["detail"]) for r in rejected] == [(1, "advertise-keys", "claims id 2")]
     assert liar.alive()
+
+
+# -- B2 and garbage: what no honest silo sends -------------------------------------------------------------
+
+
+def _advertise(tag_bytes: int = 32, wire_version: int = 1) -> pb.ClientEnvelope:
+    env = pb.ClientEnvelope(wire_version=wire_version)
+    env.advertise_keys.round_tag = bytes(tag_bytes)
+    env.advertise_keys.advertisement.CopyFrom(
+        pb.KeyAdvertisement(client_id=5, enc_public=b"\x09" * 32, mask_public=b"\x0a" * 32)
+    )
+    return env
+
+
+def _chunk(data: bytes, width: int = 4) -> pb.ClientEnvelope:
+    env = pb.ClientEnvelope(wire_version=1)
+    c = env.masked_input_chunk
+    c.session_id, c.index, c.count, c.offset, c.element_width, c.data = bytes(32), 0, 1, 0, width, data
+    return env
+
+
+GARBAGE = {
+    "round-tag-31-bytes": _advertise(31),
+    "wire-version-2": _advertise(32, wire_version=2),
+    "wire-version-0": _advertise(32, wire_version=0),
+    "empty-oneof": pb.ClientEnvelope(wire_version=1),
+    "element-width-3": _chunk(bytes(12), width=3),
+    "ragged-chunk-data": _chunk(bytes(7)),
+}
+
+
+def _participant_sends(dep: Deployment, envelope: pb.ClientEnvelope) -> tuple[grpc.StatusCode, str]:
+    """Silo 5 (raw, valid certificate) joins round 0, then sends envelope instead of its keys: returns the
+    stream's final status. The honest silos 1..4 (two rounds) take part meanwhile."""
+    with raw_silo(dep, 5) as raw:
+        raw.open()
+        dep.start_silos([1, 2, 3, 4], rounds=2)
+        first = raw.recv()
+        assert first is not None and first.WhichOneof("message") == "setup_request"
+        raw.send(envelope)
+        assert raw.recv() is None  # the server ends the stream, sending nothing more
+        return raw.status(), raw.details()
+
+
+def _round_without_5_then_with_it(dep: Deployment, server: Proc) -> None:
+    """Round 0 completed among 1..4 (silo 5 dropped where it misbehaved, nothing of it in the sum); the server
+    stayed up, and in round 1 silo 5 takes part honestly on a new stream: exact sum over all five."""
+    summary = dep.assert_exact(0, [1, 2, 3, 4])
+    assert summary["participants"] == [1, 2, 3, 4, 5]
+    with raw_silo(dep, 5) as raw:
+        last = raw.open().play(dep.session(5, 1))
+    assert isinstance(last, RoundComplete) and last.survivors == (1, 2, 3, 4, 5)
+    dep.assert_exact(1, [1, 2, 3, 4, 5])
+    assert server.wait() == 0, server.logs()
+    gone = [(r.event, r.client, r.stage, r.detail["round"]) for r in dep.audit() if r.client == 5]
+    assert gone == [("client-aborted", 5, "advertise-keys", 0)]
+
+
+def test_b2_oversized_message_is_refused_by_the_transport(deploy: Make) -> None:
+    """A message bigger than max_message_bytes from a silo with a valid certificate: RESOURCE_EXHAUSTED for
+    that stream, nothing reaches the round, the server stays up and the round completes without it."""
+    limit = 1 << 20
+    dep = deploy(5, rounds=2, max_message_bytes=limit, chunk_elems=4096)
+    server = dep.start_server()
+    code, details = _participant_sends(dep, _chunk(bytes(2 * limit)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+    _round_without_5_then_with_it(dep, server)
+
+
+def test_garbage_envelopes_are_invalid_argument(deploy: Make) -> None:
+    """Envelopes that violate the wire limits end their own stream with INVALID_ARGUMENT and change nothing:
+    before the round (each on a new stream), and from a participant in the middle of the round."""
+    dep = deploy(5, rounds=2)
+    server = dep.start_server()
+    for name, envelope in GARBAGE.items():
+        with raw_silo(dep, 5) as raw:
+            raw.open()
+            raw.send(envelope)
+            assert raw.recv() is None, name
+            assert raw.status() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert "malformed message" in raw.details(), name
+            assert raw.health().status == pb.HealthResponse.SERVING
+    code, details = _participant_sends(dep, GARBAGE["round-tag-31-bytes"])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "malformed message: round_tag must be 32 bytes"
+    _round_without_5_then_with_it(dep, server)
