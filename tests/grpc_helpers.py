@@ -254,10 +254,16 @@ class Deployment:
         return proc
 
     def start_server(
-        self, *, env: Mapping[str, str] | None = None, config: Path | None = None, name: str = "server"
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        config: Path | None = None,
+        name: str = "server",
+        keep_port: bool = False,
     ) -> Proc:
         """Start a server and wait until it listens (its port file). With the deployment's own config, a
-        port taken in the meantime by someone else is replaced by another free one and the start retried."""
+        port taken in the meantime by someone else is replaced by another free one and the start retried
+        (unless keep_port: a restart, with silos already dialling that port)."""
         for _ in range(5):
             port_file = self.root / f"{name}.port"
             port_file.unlink(missing_ok=True)
@@ -273,7 +279,7 @@ class Deployment:
                 assert int(port_file.read_text()) == self.port or config is not None
                 return proc
             code = proc.wait()
-            if config is None and code == 2 and "cannot listen" in proc.err():
+            if config is None and not keep_port and code == 2 and "cannot listen" in proc.err():
                 self.port = free_port()
                 self._write_configs()
                 continue
@@ -475,12 +481,20 @@ class RawSilo:
     def details(self) -> str:
         return str(self.call.details())
 
-    def play(self, session: ClientSession, record: list[pb.ClientEnvelope] | None = None) -> object:
-        """Act as an honest silo with this session until the round ends; returns the last server message."""
+    def play(
+        self,
+        session: ClientSession,
+        record: list[pb.ClientEnvelope] | None = None,
+        before: Callable[[object], None] | None = None,
+    ) -> object:
+        """Act as an honest silo with this session until the round ends; returns the last server message.
+        record collects what it sent; before(message) runs before each server message is handled."""
         while True:
             env = self.recv()
             assert env is not None, "the stream ended in the middle of the round"
             msg = wire.server_from_proto(env)
+            if before is not None:
+                before(msg)
             for reply in session.receive(msg):
                 out = wire.client_to_proto(reply)
                 if record is not None:

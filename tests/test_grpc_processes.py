@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -22,14 +23,14 @@ import pytest
 
 from secagg.crypto.rng import DeterministicRandom
 from secagg.deploy.audit import verify_audit_log
-from secagg.deploy.config import ServerTls, SiloTls
+from secagg.deploy.config import FileLedger, ServerTls, SiloTls
 from secagg.deploy.pki import issue_certificate, make_expired_silo, make_rogue_ca_silo, make_rogue_server
 from secagg.errors import ConfigurationError
-from secagg.protocol.messages import RoundComplete
+from secagg.protocol.messages import RoundComplete, SharesDelivery
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport.grpc_server import AggregationServer
 
-from .grpc_helpers import Deployment, Proc, RawSilo, raw_silo
+from .grpc_helpers import Deployment, Proc, RawSilo, raw_silo, wait_for
 
 Make = Callable[..., Deployment]
 
@@ -347,3 +348,103 @@ def test_garbage_envelopes_are_invalid_argument(deploy: Make) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details == "malformed message: round_tag must be 32 bytes"
     _round_without_5_then_with_it(dep, server)
+
+
+# -- D2 / B6: replays ----------------------------------------------------------------------------------------
+
+
+def test_d2_messages_of_round_0_replayed_into_round_1(deploy: Make) -> None:
+    """Silo 5 (played by the test) records everything it sent in round 0, then replays it into round 1:
+    its old advertisement is rejected (another round), the rest is ignored, and round 1's aggregate is the
+    exact sum of the other four."""
+    dep = deploy(5, rounds=2)
+    server = dep.start_server()
+    recorded: list[pb.ClientEnvelope] = []
+    with raw_silo(dep, 5) as raw:
+        raw.open()
+        dep.start_silos([1, 2, 3, 4], rounds=2)
+        assert isinstance(raw.play(dep.session(5, 0), record=recorded), RoundComplete)
+        dep.assert_exact(0, [1, 2, 3, 4, 5])
+        kinds = [e.WhichOneof("message") for e in recorded]
+        assert kinds[:2] == ["advertise_keys", "share_keys"] and "masked_input_chunk" in kinds
+        assert kinds[-1] == "unmask_response"
+        setup = raw.recv()
+        assert setup is not None and setup.WhichOneof("message") == "setup_request"
+        assert setup.setup_request.config.round == 1
+        for env in recorded:
+            raw.send(env)
+        dep.assert_exact(1, [1, 2, 3, 4])
+    assert server.wait() == 0, server.logs()
+    round1 = [r for r in dep.audit() if r.client == 5 and r.detail["round"] == 1]
+    assert (round1[0].event, round1[0].stage) == ("client-rejected", "advertise-keys")
+    assert round1[0].detail["detail"] == "advertisement for another round or configuration"
+    assert {r.event for r in round1[1:]} <= {"message-rejected"}
+
+
+# -- C9: the server killed and restarted ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["advertise-keys", "share-keys", "masked-input", "unmask"])
+def test_c9_server_killed_at_stage_and_restarted(deploy: Make, stage: str) -> None:
+    """The server dies (SIGKILL) as a stage opens: the silos drop the round and its secrets and reconnect;
+    the restarted server starts round 1 (its persisted counter), which succeeds with fresh keys and an exact
+    sum. Health answers SERVING while a server runs."""
+    dep = deploy(5)
+    server = dep.start_server(env={"SECAGG_FAULT_SERVER_EXIT_AT": stage})
+    with raw_silo(dep, 1) as raw:
+        health = raw.health()
+    assert health.status == pb.HealthResponse.SERVING and health.wire_version == 1
+    silos = dep.start_silos(range(1, 6), rounds=1 if stage == "advertise-keys" else 2)
+    assert server.wait() == -signal.SIGKILL, server.logs()
+    assert f"fault injection: the server dies as stage {stage} opens" in server.err()
+    assert not (dep.output_dir / "round-0.json").exists()
+    assert json.loads((dep.output_dir / "state.json").read_text()) == {"next_round": 1}
+    if stage != "advertise-keys":  # the silos had a session: it is dropped, secrets with it
+        for p in silos.values():
+            p.wait_log("round abandoned: the stream to the server ended")
+    restarted = dep.start_server(name="server-restarted", keep_port=True)
+    dep.assert_exact(1, [1, 2, 3, 4, 5])
+    assert restarted.wait() == 0, restarted.logs()
+    for i, p in silos.items():
+        assert p.wait() == 0, p.logs()
+        assert f"silo {i}: round 1 ended: done" in p.err()
+        # round 0 was contributed to only if the masked inputs had left before the server died
+        contributed = FileLedger(dep.silo_cfgs[i].ledger_path).contributions()
+        assert contributed == ([("run", 0)] if stage == "unmask" else []) + [("run", 1)]
+    verify_audit_log(dep.server_cfg.audit_log)  # the restarted server continued the chain
+    started = [r.detail["round"] for r in dep.audit() if r.event == "round-started"]
+    assert started == ([1] if stage == "advertise-keys" else [0, 1])  # the first dies before its record
+
+
+# -- C10: a silo restarted mid-round -------------------------------------------------------------------------
+
+
+def test_c10_silo_restarted_mid_round(deploy: Make) -> None:
+    """Silo 3 dies as the masked-input stage opens and is started again while round 0 is still open (silo 5,
+    played by the test, holds it open): the new process is connected but cannot rejoin round 0, which
+    completes without it (a dropout, its masks removed); round 1 includes it. Both sums exact."""
+    dep = deploy(5, rounds=2)
+    server = dep.start_server()
+    holder: dict[str, Proc] = {}
+    with raw_silo(dep, 5) as raw:
+        raw.open()
+        others = dep.start_silos([1, 2, 4], rounds=2)
+        victim = dep.start_silo(3, env={"SECAGG_FAULT_EXIT_AT": "masked-input"})
+
+        def restart_victim_first(msg: object) -> None:
+            if isinstance(msg, SharesDelivery):  # round 0 is in its masked-input stage
+                assert victim.wait() == -signal.SIGKILL, victim.logs()
+                holder["restarted"] = dep.start_silo(3, rounds=1, name="silo-3-restarted")
+                wait_for(lambda: server.err().count("silo 3 connected") == 2, "the restarted silo 3's stream")
+
+        assert isinstance(raw.play(dep.session(5, 0), before=restart_victim_first), RoundComplete)
+        summary = dep.assert_exact(0, [1, 2, 4, 5])
+        assert summary["dropped"] == [3]
+        assert isinstance(raw.play(dep.session(5, 1)), RoundComplete)
+        dep.assert_exact(1, [1, 2, 3, 4, 5])
+    assert server.wait() == 0, server.logs()
+    restarted = holder["restarted"]
+    for p in [*others.values(), restarted]:
+        assert p.wait() == 0, p.logs()
+    assert "round 0 ended" not in restarted.err() and "silo 3: round 1 ended: done" in restarted.err()
+    assert FileLedger(dep.silo_cfgs[3].ledger_path).contributions() == [("run", 1)]
