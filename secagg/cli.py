@@ -72,6 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--days", type=int, default=365, help="certificate validity")
     init.add_argument("--force", action="store_true", help="overwrite files in a non-empty directory")
 
+    demo = sub.add_parser(
+        "demo",
+        help="hospitals train a digit classifier over gRPC with mutual TLS and SecAgg+ (about a minute)",
+        description=(
+            "Make a throwaway PKI, start the aggregation server and one process per hospital (each holding a "
+            "non-IID shard of scikit-learn's bundled digits), train with secure FedAvg through SecAgg+, and "
+            "compare with plain FedAvg and centralised training. Writes report.json and accuracy.png."
+        ),
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory (demo-output)")
+    demo.add_argument("--silos", type=int, default=5, help="number of hospitals (default 5)")
+    demo.add_argument("--rounds", type=int, default=20, help="federated rounds (default 20)")
+    demo.add_argument("--mode", choices=[m.value for m in Mode], default="semi-honest", help="threat model")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data split and the initial model")
+    demo.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+
     srv = sub.add_parser(
         "server",
         help="run the aggregation server (gRPC, mutual TLS)",
@@ -98,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     silo.add_argument("--rounds", type=int, default=None, help="stop after this many rounds ended")
     silo.add_argument("--insecure", action="store_true", help="REQUIRED to run a config with tls.insecure = true")
     silo.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
+    silo.add_argument(
+        "--digits-shard",
+        metavar="I/N",
+        help="federated learning: train the built-in digits model on shard I of N (instead of [data])",
+    )
+    silo.add_argument("--data-seed", type=int, default=0, help="seed of the digits split (same on every silo)")
     return p
 
 
@@ -109,6 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "pki":
             return _pki_init(args)
+        if args.command == "demo":
+            from secagg.demo import run_demo
+
+            logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            run_demo(
+                args.out,
+                silos=args.silos,
+                rounds=args.rounds,
+                mode=Mode(args.mode),
+                seed=args.seed,
+                plot=not args.no_plot,
+            )
+            return 0
         if args.command == "server":
             return _server(args)
         if args.command == "silo":
@@ -228,6 +263,20 @@ def _silo(args: argparse.Namespace) -> int:
         return 2
     fault = os.environ.get("SECAGG_FAULT_EXIT_AT")  # test hook: die by SIGKILL at this stage
     runner = SiloRunner(cfg, fault_exit_at=STAGES[fault] if fault else None)
+    if args.digits_shard:
+        from secagg.fl.digits import DigitsTrainer, make_shards
+        from secagg.fl.task import task_inputs
+
+        try:
+            index, count = (int(v) for v in args.digits_shard.split("/"))
+        except ValueError:
+            print("secagg silo: --digits-shard takes I/N, e.g. 2/5", file=sys.stderr)
+            return 2
+        if not 1 <= index <= count:
+            print("secagg silo: --digits-shard I/N needs 1 <= I <= N", file=sys.stderr)
+            return 2
+        shard = make_shards(count, seed=args.data_seed)[index - 1]
+        runner.use_inputs(task_inputs(DigitsTrainer(shard, seed=index - 1), runner.fetch_task))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())

@@ -19,10 +19,11 @@ import numpy as np
 from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.errors import ConfigurationError, RoundAborted
 from secagg.fl.strategy import Strategy, Update
-from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, task_digest, task_inputs
+from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, task_inputs
 from secagg.protocol import params as _params
 from secagg.protocol.client import ClientSession, MemoryLedger
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
+from secagg.protocol.recipes import task_digest
 from secagg.protocol.server import AggregateResult, ServerSession
 from secagg.transport.inprocess import InProcessNetwork
 

@@ -17,11 +17,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.encoding import Reader, Writer, digest, domain
+from secagg.encoding import Reader, Writer
 from secagg.errors import ConfigurationError, EncodingError
 from secagg.fl.strategy import Update
 from secagg.protocol.client import ClientInput
 from secagg.protocol.config import RoundConfig
+from secagg.protocol.recipes import task_digest
 
 log = logging.getLogger("secagg.fl")
 
@@ -73,11 +74,6 @@ class RoundTask:
     def digest(self) -> bytes:
         """The 32-byte hash that goes into the round configuration as model_hash."""
         return task_digest(self.encode())
-
-
-def task_digest(encoded: bytes) -> bytes:
-    """SHA-256 of an encoded task, domain separated."""
-    return digest(domain("task"), encoded)
 
 
 class LocalTrainer(Protocol):

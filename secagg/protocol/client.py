@@ -230,8 +230,8 @@ class ClientSession(NoPickle):
 
     def _on_setup(self, msg: SetupRequest) -> list[ClientMessage]:
         cfg = msg.config
+        self.config = cfg  # kept even if refused below, so reports can name the round
         self._check_policy(cfg)
-        self.config = cfg
         secrets = _RoundSecrets(X25519KeyPair.generate(self._rng), X25519KeyPair.generate(self._rng))
         self._secrets = secrets
         signature = b""

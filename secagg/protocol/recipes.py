@@ -95,6 +95,11 @@ def pairwise_sign(owner: int, peer: int) -> int:
     return 1 if owner < peer else -1
 
 
+def task_digest(encoded_task: bytes) -> bytes:
+    """The model_hash of a round: SHA-256 of its encoded task (model and instructions), domain separated."""
+    return digest(domain("task"), encoded_task)
+
+
 def seed_commitment(sid: bytes, client_id: int, seed: SecretBytes) -> bytes:
     """Hash commitment to a self-mask seed (hiding: the seed has 256 bits of entropy)."""
     payload = Writer().raw(sid).u32(client_id).raw(seed.expose_secret()).getvalue()

@@ -11,6 +11,7 @@ stream with INVALID_ARGUMENT and changes nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import numpy as np
 from secagg.crypto.rng import RandomSource
 from secagg.deploy.config import ServerConfig
 from secagg.errors import ConfigurationError, EncodingError, RoundAborted
+from secagg.protocol import recipes
 from secagg.protocol.config import Mode, RoundConfig
 from secagg.protocol.messages import ClientAbort, ClientMessage
 from secagg.protocol.rules import SERVER_STAGE, Stage
@@ -106,6 +108,22 @@ class AggregationServer:
         self._session: ServerSession | None = None
         self.port: int | None = None
         self.outcomes: list[RoundOutcome] = []
+        self._tasks: dict[bytes, bytes] = {}  # digest -> encoded task, the few most recent
+
+    # ------------------------------------------------------------------ tasks
+
+    def publish_task(self, encoded: bytes) -> bytes:
+        """Make a round's task available to FetchTask; returns its digest (the round's model_hash)."""
+        digest = recipes.task_digest(encoded)
+        with self._lock:
+            self._tasks[digest] = encoded
+            while len(self._tasks) > 4:
+                self._tasks.pop(next(iter(self._tasks)))
+        return digest
+
+    def _task(self, digest: bytes) -> bytes | None:
+        with self._lock:
+            return self._tasks.get(digest)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -211,18 +229,23 @@ class AggregationServer:
             time.sleep(0.02)
         return self._connected()
 
-    def _round_config(self, r: int, participants: list[int]) -> RoundConfig:
+    def _round_config(self, r: int, participants: list[int], overrides: dict[str, Any]) -> RoundConfig:
         model_hash = self._model_hash(r) if self._model_hash else bytes(32)
-        return self.config.round_config(r, participants, self._rng.random_bytes(32), model_hash)
+        config = self.config.round_config(r, participants, self._rng.random_bytes(32), model_hash)
+        return dataclasses.replace(config, **overrides) if overrides else config
 
-    def run_round(self, r: int) -> RoundOutcome:
-        """One round among the silos connected now (at least min_silos, within the connect timeout)."""
+    def run_round(self, r: int, **overrides: Any) -> RoundOutcome:
+        """One round among the silos connected now (at least min_silos, within the connect timeout).
+
+        overrides replace fields of the round's configuration (e.g. dim, clip, model_hash for a published
+        task); the result is validated like any RoundConfig.
+        """
         t0 = time.perf_counter()
         if self._on_round_start is not None:
             self._on_round_start(r)
         participants = self._wait_for_silos()
         try:
-            config = self._round_config(r, participants)
+            config = self._round_config(r, participants, overrides)
         except ConfigurationError as exc:
             err = RoundAborted("TOO_FEW_CLIENTS", f"cannot start round {r} with {len(participants)} silos: {exc}")
             self._record(Audit("round-not-started", None, str(err)), r)
@@ -380,6 +403,18 @@ class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
             server._detach(conn)
         if bad:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {bad[0]}"[:200])
+
+    def FetchTask(  # noqa: N802 - gRPC method name
+        self, request: pb.TaskRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.TaskChunk]:
+        self._identify(context)  # only rostered silos may read a round's task
+        blob = self._server._task(bytes(request.task_hash))
+        if blob is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such task")
+            return
+        step = max(1024, self._server.config.max_message_bytes // 2)
+        for start in range(0, len(blob), step):
+            yield pb.TaskChunk(data=blob[start : start + step], total_bytes=len(blob))
 
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:  # noqa: N802
         status = pb.HealthResponse.SERVING if self._server.serving else pb.HealthResponse.NOT_SERVING

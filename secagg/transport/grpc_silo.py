@@ -85,8 +85,33 @@ class SiloRunner:
         seeded = config.seed is not None
         self._rng: RandomSource = rng or (DeterministicRandom(config.seed or 0) if seeded else SystemRandom())
         self._session: ClientSession | None = None
+        self._live_channel: grpc.Channel | None = None
         self.rounds: list[SiloRound] = []
         self.connections = 0
+
+    def use_inputs(self, inputs: InputProvider) -> None:
+        """Replace the input provider (e.g. a federated-learning trainer that fetches each round's task)."""
+        self._inputs = inputs
+
+    def fetch_task(self, digest: bytes, timeout: float = 120.0) -> bytes:
+        """Download a round's task by digest over the live connection (the caller checks the digest)."""
+        channel = self._live_channel
+        if channel is None:
+            raise ConfigurationError("not connected to the server")
+        metadata = [(INSECURE_ID_HEADER, str(self.silo_id))] if self.config.tls.insecure else None
+        parts: list[bytes] = []
+        total = None
+        for chunk in pb_grpc.AggregatorStub(channel).FetchTask(
+            pb.TaskRequest(task_hash=digest), timeout=timeout, metadata=metadata
+        ):
+            total = chunk.total_bytes if total is None else total
+            if chunk.total_bytes != total or sum(map(len, parts)) + len(chunk.data) > total:
+                raise EncodingError("task chunks inconsistent with the announced size")
+            parts.append(chunk.data)
+        blob = b"".join(parts)
+        if total is None or len(blob) != total:
+            raise EncodingError("task truncated")
+        return blob
 
     def _channel(self) -> grpc.Channel:
         c = self.config
@@ -126,6 +151,7 @@ class SiloRunner:
         stream = _Stream()
         got = False
         channel = self._channel()
+        self._live_channel = channel
         self.connections += 1
         metadata = [(INSECURE_ID_HEADER, str(self.silo_id))] if self.config.tls.insecure else None
 
@@ -156,6 +182,7 @@ class SiloRunner:
                 log.warning("silo %d: stream ended: %s %s", self.silo_id, code, getattr(exc, "details", lambda: "")())
         finally:
             stream.outbox.put(None)
+            self._live_channel = None
             channel.close()
             self._end_round("DISCONNECTED", "the stream to the server ended")
         return got

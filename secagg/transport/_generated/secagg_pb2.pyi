@@ -249,6 +249,20 @@ class ServerEnvelope(_message.Message):
     round_complete: RoundComplete
     def __init__(self, wire_version: _Optional[int] = ..., setup_request: _Optional[_Union[SetupRequest, _Mapping]] = ..., keys_broadcast: _Optional[_Union[KeysBroadcast, _Mapping]] = ..., shares_delivery: _Optional[_Union[SharesDelivery, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., server_abort: _Optional[_Union[ServerAbort, _Mapping]] = ..., round_complete: _Optional[_Union[RoundComplete, _Mapping]] = ...) -> None: ...
 
+class TaskRequest(_message.Message):
+    __slots__ = ("task_hash",)
+    TASK_HASH_FIELD_NUMBER: _ClassVar[int]
+    task_hash: bytes
+    def __init__(self, task_hash: _Optional[bytes] = ...) -> None: ...
+
+class TaskChunk(_message.Message):
+    __slots__ = ("data", "total_bytes")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    total_bytes: int
+    def __init__(self, data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

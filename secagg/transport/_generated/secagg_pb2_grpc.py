@@ -45,6 +45,11 @@ class AggregatorStub(object):
                 request_serializer=secagg__pb2.HealthRequest.SerializeToString,
                 response_deserializer=secagg__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.FetchTask = channel.unary_stream(
+                '/secagg.v1.Aggregator/FetchTask',
+                request_serializer=secagg__pb2.TaskRequest.SerializeToString,
+                response_deserializer=secagg__pb2.TaskChunk.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer(object):
@@ -69,6 +74,15 @@ class AggregatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchTask(self, request, context):
+        """The task of a round (model and instructions, secagg.fl.task.RoundTask), fetched by its digest, which
+        the round configuration carries as model_hash. The silo checks the digest of what it receives, so a
+        server cannot give silos of one session different models (scenario A9). Streamed in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +95,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=secagg__pb2.HealthRequest.FromString,
                     response_serializer=secagg__pb2.HealthResponse.SerializeToString,
+            ),
+            'FetchTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchTask,
+                    request_deserializer=secagg__pb2.TaskRequest.FromString,
+                    response_serializer=secagg__pb2.TaskChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +157,33 @@ class Aggregator(object):
             '/secagg.v1.Aggregator/Health',
             secagg__pb2.HealthRequest.SerializeToString,
             secagg__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/secagg.v1.Aggregator/FetchTask',
+            secagg__pb2.TaskRequest.SerializeToString,
+            secagg__pb2.TaskChunk.FromString,
             options,
             channel_credentials,
             insecure,
