@@ -193,7 +193,7 @@ class AggregationServer:
             self._conns[silo] = conn
         if old is not None:  # a reconnect replaces the old stream (C10: it cannot rejoin the round)
             old.outbox.put(None)
-            self._inbox.put((silo, old.generation, _CLOSED))
+            self._post((silo, old.generation, _CLOSED))
         log.info("silo %d connected", silo)
         return conn
 
@@ -202,8 +202,18 @@ class AggregationServer:
             if self._conns.get(conn.silo) is conn:
                 del self._conns[conn.silo]
         conn.closed.set()
-        self._inbox.put((conn.silo, conn.generation, _CLOSED))
+        self._post((conn.silo, conn.generation, _CLOSED))
         log.info("silo %d disconnected", conn.silo)
+
+    def _post(self, item: tuple[int, int, ClientMessage | str]) -> None:
+        """Queue a stream event for the coordinator (blocking while the bounded queue is full: backpressure);
+        gives up once the server stops, when nobody reads the queue any more."""
+        while not self._stopping.is_set():
+            try:
+                self._inbox.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _connected(self) -> list[int]:
         with self._lock:
@@ -224,10 +234,20 @@ class AggregationServer:
         need = cfg.min_silos
         deadline = self._clock() + cfg.deadlines.connect
         while self._clock() < deadline and not self._stopping.is_set():
+            # no round runs: what streams queued (departures, stray messages) concerns no session; drop it,
+            # or once the bounded queue is full every stream thread blocks and no silo can attach again
+            self._drain_inbox()
             if len(self._connected()) >= need:
                 break
             time.sleep(0.02)
         return self._connected()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                return
 
     def _round_config(self, r: int, participants: list[int], overrides: dict[str, Any]) -> RoundConfig:
         model_hash = self._model_hash(r) if self._model_hash else bytes(32)
@@ -384,7 +404,7 @@ class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
                         bad.append(str(exc))
                         conn.outbox.put(None)
                         return
-                    server._inbox.put((silo, conn.generation, msg))
+                    server._post((silo, conn.generation, msg))
             except grpc.RpcError:
                 pass
             finally:
