@@ -448,3 +448,27 @@ def test_c10_silo_restarted_mid_round(deploy: Make) -> None:
         assert p.wait() == 0, p.logs()
     assert "round 0 ended" not in restarted.err() and "silo 3: round 1 ended: done" in restarted.err()
     assert FileLedger(dep.silo_cfgs[3].ledger_path).contributions() == [("run", 1)]
+
+
+# -- liveness: streams that come and go before a round ------------------------------------------------------
+
+
+def test_stream_churn_before_a_round_does_not_wedge_the_server(deploy: Make) -> None:
+    """A rostered silo opening and dropping many streams before the round (a flapping link, or on purpose):
+    every departure is queued for the coordinator, which reads its queue only during a round. The server
+    must stay able to attach silos and run the round (it used to block all its gRPC workers for good once
+    the bounded queue was full, after 64 + 2n + 8 departures)."""
+    dep = deploy(3)
+    server = dep.start_server()
+    churn = 64 + 2 * 3 + 8 + 10
+    for i in range(churn):
+        raw = RawSilo.for_silo(dep, 3).open()
+        wait_for(lambda i=i: server.err().count("silo 3 connected") > i, f"stream {i} attached", watch=[server])
+        raw.close()
+    with raw_silo(dep, 1) as raw:
+        assert raw.health().status == pb.HealthResponse.SERVING
+    silos = dep.start_silos([1, 2, 3], rounds=1)
+    dep.assert_exact(0, [1, 2, 3])
+    assert server.wait() == 0, server.logs()
+    for p in silos.values():
+        assert p.wait() == 0, p.logs()
