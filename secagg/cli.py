@@ -15,6 +15,7 @@ from secagg.protocol.config import Mode
 from secagg.protocol.rules import Stage
 
 if TYPE_CHECKING:
+    from secagg.fl.task import LocalTrainer
     from secagg.protocol.server import Audit
 
 STAGES = {s.value: s for s in Stage if s is not Stage.SETUP}
@@ -87,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=[m.value for m in Mode], default="semi-honest", help="threat model")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data split and the initial model")
     demo.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    demo.add_argument(
+        "--dp",
+        type=float,
+        metavar="NOISE_MULTIPLIER",
+        help="train with DP-SGD (Opacus, extra 'dp') on every silo at this noise multiplier, e.g. 1.0",
+    )
 
     srv = sub.add_parser(
         "server",
@@ -120,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
         help="federated learning: train the built-in digits model on shard I of N (instead of [data])",
     )
     silo.add_argument("--data-seed", type=int, default=0, help="seed of the digits split (same on every silo)")
+    silo.add_argument(
+        "--dp-noise-multiplier",
+        type=float,
+        help="with --digits-shard: train with DP-SGD (Opacus, extra 'dp') at this noise multiplier",
+    )
+    silo.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="DP-SGD per-example clipping norm")
+    silo.add_argument("--dp-delta", type=float, default=1e-5, help="DP delta")
+    silo.add_argument("--dp-rounds", type=int, default=20, help="training rounds the privacy budget covers")
     return p
 
 
@@ -142,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mode=Mode(args.mode),
                 seed=args.seed,
                 plot=not args.no_plot,
+                dp_noise_multiplier=args.dp,
             )
             return 0
         if args.command == "server":
@@ -276,7 +292,20 @@ def _silo(args: argparse.Namespace) -> int:
             print("secagg silo: --digits-shard I/N needs 1 <= I <= N", file=sys.stderr)
             return 2
         shard = make_shards(count, seed=args.data_seed)[index - 1]
-        runner.use_inputs(task_inputs(DigitsTrainer(shard, seed=index - 1), runner.fetch_task))
+        trainer: LocalTrainer = DigitsTrainer(shard, seed=index - 1)
+        if args.dp_noise_multiplier is not None:
+            from secagg.fl.digits_dp import DigitsDPTrainer
+
+            trainer = DigitsDPTrainer(
+                shard,
+                noise_multiplier=args.dp_noise_multiplier,
+                max_grad_norm=args.dp_max_grad_norm,
+                delta=args.dp_delta,
+                rounds=args.dp_rounds,
+                ledger_path=cfg.state_dir / "privacy.json",
+                seed=index - 1,
+            )
+        runner.use_inputs(task_inputs(trainer, runner.fetch_task))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())

@@ -59,6 +59,8 @@ def run_demo(
     local_epochs: int = 1,
     learning_rate: float = 0.5,
     plot: bool = True,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = 1e-5,
     echo: Any = print,
 ) -> dict[str, Any]:
     """Run the demo; returns the report (also written to out/report.json)."""
@@ -70,7 +72,12 @@ def run_demo(
     t_start = time.perf_counter()
     shards = make_shards(silos, seed=seed)
     fit = FitInstructions(local_epochs=local_epochs, learning_rate=learning_rate, batch_size=32)
-    init = initial_parameters(seed)
+    if dp_noise_multiplier is not None:
+        from secagg.fl.digits_dp import initial_parameters_torch
+
+        init = initial_parameters_torch(seed)  # the DP trainers use torch's Linear layout
+    else:
+        init = initial_parameters(seed)
     dim = sum(int(np.prod(p.shape)) for p in init)
 
     # 1. a throwaway PKI and configs: CA, server and silo certificates, identity keys, roster
@@ -105,6 +112,9 @@ def run_demo(
                 sys.executable, "-m", "secagg", "silo", "--config", str(f.config),
                 "--digits-shard", f"{f.id}/{silos}", "--data-seed", str(seed), "--rounds", str(2 * rounds),
             ]  # fmt: skip
+            if dp_noise_multiplier is not None:
+                cmd += ["--dp-noise-multiplier", str(dp_noise_multiplier), "--dp-delta", str(dp_delta),
+                        "--dp-rounds", str(rounds)]  # fmt: skip
             with open(logs / f"silo-{f.id}.log", "wb") as logf:
                 procs.append(subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env))  # noqa: S603
         echo(f"  started {silos} silo processes; waiting for them to connect...")
@@ -134,12 +144,14 @@ def run_demo(
 
     # 4. the same rounds as plain FedAvg (the server would see every update), and centralised training
     plain_fed = InProcessFederation({i + 1: DigitsTrainer(s, seed=i) for i, s in enumerate(shards)})
-    plain = run_federated(FedAvg(initial_parameters=init, fit=fit, clip=1.0), plain_fed, rounds)
+    plain_init = initial_parameters(seed)  # plain FedAvg without DP, on the numpy model
+    plain = run_federated(FedAvg(initial_parameters=plain_init, fit=fit, clip=1.0), plain_fed, rounds)
+    epsilon = _epsilon_spent(layout) if dp_noise_multiplier is not None else None
     x_tr = np.concatenate([s.x_train for s in shards])
     y_tr = np.concatenate([s.y_train for s in shards])
     x_te = np.concatenate([s.x_test for s in shards])
     y_te = np.concatenate([s.y_test for s in shards])
-    flat = np.concatenate([p.ravel() for p in init]).astype(np.float32)
+    flat = np.concatenate([p.ravel() for p in plain_init]).astype(np.float32)
     central: list[float] = []
     for r in range(rounds):
         flat = sgd(flat, x_tr, y_tr, epochs=local_epochs, learning_rate=learning_rate, batch_size=32, seed=seed + r)
@@ -168,7 +180,8 @@ def run_demo(
             max(abs(a.accuracy - b.accuracy) for a, b in zip(secure, plain, strict=True))
         ),
         "secure_round_seconds": {"median": float(np.median(secure_times)), "max": float(np.max(secure_times))},
-        "epsilon": None,
+        "dp": None if dp_noise_multiplier is None else {"noise_multiplier": dp_noise_multiplier, "delta": dp_delta},
+        "epsilon": epsilon,
         "audit_records": audit_records,
         "wall_seconds": wall,
     }  # fmt: skip
@@ -177,16 +190,31 @@ def run_demo(
         _plot(report, out / "accuracy.png")
     echo("")
     echo(f"  {'':<28}{'final accuracy':>16}")
-    echo(f"  {'secure FedAvg (SecAgg+)':<28}{secure[-1].accuracy:>16.3f}")
+    label = "secure FedAvg (SecAgg+, DP)" if dp_noise_multiplier is not None else "secure FedAvg (SecAgg+)"
+    echo(f"  {label:<28}{secure[-1].accuracy:>16.3f}")
     echo(f"  {'plain FedAvg':<28}{plain[-1].accuracy:>16.3f}")
     echo(f"  {'centralised (pooled data)':<28}{central[-1]:>16.3f}")
-    echo(
-        f"  secure round (fit + evaluate): median {report['secure_round_seconds']['median']:.3f} s; "
-        f"epsilon: none (no DP noise in this run); audit records: {audit_records}"
-    )
+    if epsilon is None:
+        eps_text = "none (no DP in this run; --dp adds DP-SGD on every silo)"
+    else:
+        eps_text = ", ".join(f"silo {k}: {v:.2f}" for k, v in epsilon.items()) + f" (delta {dp_delta:g})"
+    echo(f"  secure round (fit + evaluate): median {report['secure_round_seconds']['median']:.3f} s")
+    echo(f"  epsilon spent: {eps_text}")
+    echo(f"  audit records: {audit_records} (hash chain verified)")
     echo(f"  report: {out / 'report.json'}" + (f"  plot: {out / 'accuracy.png'}" if plot else ""))
     echo(f"  total {wall:.1f} s")
     return report
+
+
+def _epsilon_spent(layout: Any) -> dict[str, float]:
+    """Each silo's cumulative epsilon, from the privacy ledger it keeps in its state directory."""
+    spent: dict[str, float] = {}
+    for f in layout.silos:
+        path = f.state_dir / "privacy.json"
+        if path.exists():
+            rounds = json.loads(path.read_text()).get("rounds", [])
+            spent[str(f.id)] = float(rounds[-1]["epsilon"]) if rounds else 0.0
+    return spent
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -200,7 +228,8 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot(xs, acc["centralised"], "--", color="grey", label="centralised (pooled data)")
     ax.plot(xs, acc["plain_fedavg"], "-", color="tab:blue", label="plain FedAvg")
-    ax.plot(xs, acc["secure_fedavg"], "o", color="tab:red", markersize=4, label="secure FedAvg (SecAgg+)")
+    secure_label = "secure FedAvg (SecAgg+, DP-SGD)" if report["dp"] else "secure FedAvg (SecAgg+)"
+    ax.plot(xs, acc["secure_fedavg"], "o", color="tab:red", markersize=4, label=secure_label)
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{report['silos']} hospitals, digits, non-IID: secure vs plain federated training")

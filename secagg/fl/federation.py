@@ -80,6 +80,7 @@ class InProcessFederation:
         self._rng = rng or SystemRandom()
         self._ledgers = {c: MemoryLedger() for c in self.trainers}
         self._drop_at = drop_at
+        self.last_clients: dict[int, ClientSession] = {}  # the sessions of the latest secure round
 
     def _config(self, secagg_round: int, task: RoundTask, dim: int, clip: float) -> RoundConfig:
         s = self.settings
@@ -127,6 +128,7 @@ class InProcessFederation:
         if cfg.mode is Mode.HARDENED:
             raise ConfigurationError("in-process federations run the semi-honest mode; use gRPC for hardened")
         server = ServerSession(cfg)
+        self.last_clients = clients
         drops = self._drop_at(secagg_round) if self._drop_at else {}
         InProcessNetwork(server, clients, drop_at=drops).run()
         if server.result is None:
@@ -161,10 +163,15 @@ def run_federated(
     rounds: int,
     *,
     on_round: Callable[[RoundReport], None] | None = None,
+    first_round: int = 0,
 ) -> list[RoundReport]:
-    """Train for `rounds` rounds (fit, then federated evaluation of the new model)."""
+    """Train for `rounds` rounds (fit, then federated evaluation of the new model), numbered from first_round.
+
+    Round r uses SecAgg+ rounds 2r (fit) and 2r + 1 (evaluate): every (run, round) is used once, as the silos'
+    contribution ledgers require.
+    """
     reports: list[RoundReport] = []
-    for r in range(rounds):
+    for r in range(first_round, first_round + rounds):
         instructions = strategy.configure_fit(r).as_dict()
         fit_task = RoundTask("fit", r, strategy.flat_parameters, instructions)
         t0 = time.perf_counter()
