@@ -107,12 +107,13 @@ def test_parameters_flatten_round_trip_and_refuse_nan() -> None:
 
 def test_torch_state_dict_round_trip() -> None:
     torch = pytest.importorskip("torch")
-    from secagg.fl.parameters import state_dict_to_vector, vector_to_state_dict
+    pytest.importorskip("opacus")
+    from secagg.fl.opacus_dp import state_dict_to_vector, vector_to_state_dict
 
     model = torch.nn.Linear(3, 2)
-    flat, layout = state_dict_to_vector(model.state_dict())
+    flat = state_dict_to_vector(model.state_dict())
     assert flat.shape == (8,)
-    restored = vector_to_state_dict(flat, layout)
+    restored = vector_to_state_dict(flat, model.state_dict())
     for name, tensor in model.state_dict().items():
         assert torch.equal(restored[name], tensor)
 

@@ -1,6 +1,6 @@
 """Model parameters as a list of numpy arrays, flattened to one float32 vector for aggregation.
 
-Also the PyTorch bridge (state_dict <-> flat vector), imported lazily so torch stays optional.
+The PyTorch bridge (state_dict <-> flat vector) lives in secagg.fl.opacus_dp, with the rest of the torch code.
 """
 
 from __future__ import annotations
@@ -39,19 +39,3 @@ def unflatten(flat: NDArray[Any], shapes: Shapes) -> Parameters:
         out.append(np.array(flat[pos : pos + size], dtype=np.float32).reshape(shape))
         pos += size
     return out
-
-
-def state_dict_to_vector(state_dict: Any) -> tuple[NDArray[np.float32], list[tuple[str, tuple[int, ...]]]]:
-    """A PyTorch state_dict as one float32 vector plus (name, shape) entries to restore it."""
-    layout = [(name, tuple(t.shape)) for name, t in state_dict.items()]
-    arrays = [t.detach().cpu().numpy() for t in state_dict.values()]
-    flat, _ = flatten(arrays)
-    return flat, layout
-
-
-def vector_to_state_dict(flat: NDArray[Any], layout: list[tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
-    """Inverse of state_dict_to_vector (float32 torch tensors)."""
-    import torch
-
-    arrays = unflatten(flat, [shape for _, shape in layout])
-    return {name: torch.from_numpy(a.copy()) for (name, _), a in zip(layout, arrays, strict=True)}
