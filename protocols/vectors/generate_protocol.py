@@ -9,9 +9,10 @@ nonce) comes from seeded DeterministicRandom streams whose output is recorded to
 Pinned (SPEC.md section 15): RoundConfig encodings, config hashes and round tags (3.2, 3.3); the session id
 of fixed advertisements and its preimage (7.1); the share-encryption key, associated data, plaintext and
 ciphertext of one share message (7.2, 7.3); the seed commitment (7.6); the pairwise mask seeds and signs
-(7.4); both signed payloads with their context-bound signed bytes and Ed25519 signatures (6.4, 7.7); the
-digest of fixed round tasks (model_hash, section 14); and the canonical encoding of one message of each
-type (8.2; two for MaskedInputChunk, one per element width). Bytes are hex; integers that may exceed 2^53
+(7.4; sign_first / sign_second: the sign with which the first / second party adds the pair's mask); both
+signed payloads with their context-bound signed bytes and Ed25519 signatures (6.4, 7.7); the digest of fixed
+round tasks (model_hash, section 14); and the canonical encoding of one message of each type (8.2; two for
+MaskedInputChunk, one per element width). Bytes are hex; integers that may exceed 2^53
 are decimal strings; floats are their canonical text (3.2).
 """
 
@@ -183,6 +184,7 @@ def build() -> dict[str, object]:
             {
                 **spec,
                 "parameters_f32le": np.asarray(spec["parameters"], dtype="<f4").tobytes().hex(),
+                "instructions_json": json.dumps(spec["instructions"], sort_keys=True, separators=(",", ":")),
                 "encoding": enc.hex(),
                 "digest": task.digest().hex(),
             }
@@ -292,14 +294,16 @@ def build() -> dict[str, object]:
             "session_id": sid.hex(),
             "parties": [4, 9],
             "seed": recipes.pairwise_seed(SecretBytes(fixed_secret), sid, 4, 9).expose_secret().hex(),
-            "sign": {"4 adds": recipes.pairwise_sign(4, 9), "9 adds": recipes.pairwise_sign(9, 4)},
+            "sign_first": recipes.pairwise_sign(4, 9),
+            "sign_second": recipes.pairwise_sign(9, 4),
         },
         {
             "shared_secret": agreed.expose_secret().hex(),
             "session_id": sid.hex(),
             "parties": [1, 2],
             "seed": recipes.pairwise_seed(agreed, sid, 1, 2).expose_secret().hex(),
-            "sign": {"1 adds": recipes.pairwise_sign(1, 2), "2 adds": recipes.pairwise_sign(2, 1)},
+            "sign_first": recipes.pairwise_sign(1, 2),
+            "sign_second": recipes.pairwise_sign(2, 1),
         },
     ]
 
