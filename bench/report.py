@@ -74,6 +74,10 @@ def _f(v: Any, fmt: str = ".3f") -> str:
     return format(v, fmt)
 
 
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+
+
 def _dim(d: int) -> str:
     e = round(math.log10(d))
     return f"1e{e}" if 10**e == d else f"{d:,}"
@@ -213,7 +217,7 @@ def write_docs(result: dict[str, Any], docs_dir: Path) -> Path:
         "",
         f"Measured {m['when']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python "
         f"{m['python']}, NumPy {m['numpy']}; {fl_line}. The machine is shared, so every figure is a ratio taken "
-        f"side by side in one invocation ({result['elapsed_s'] / 60:.0f} min), single threaded, median of the "
+        f"side by side in one invocation ({_duration(result['elapsed_s'])}), single threaded, median of the "
         "repeats listed in the JSON (bench/results/).",
         "",
         "## Workloads W1-W5 (in process: every party's work of one round, one process, wall time)",

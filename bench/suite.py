@@ -376,7 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs-dir", type=Path, default=None,
                     help="where benchmarks.md and the charts go (default: docs/ for a full run, the results "
                          "directory for --quick, so a quick run never overwrites the published figures)")  # fmt: skip
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="only rewrite the docs from a result JSON written earlier (no measurement)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text())
+        docs = args.docs_dir or (args.results_dir / "quick" if result["quick"] else DOCS_DIR)
+        docs.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {report.write_docs(result, docs)}")
+        return 0
     chosen = {w.strip() for w in args.workloads.split(",") if w.strip()}
     quick = args.quick
     docs_dir = args.docs_dir or (args.results_dir / "quick" if quick else DOCS_DIR)
