@@ -300,6 +300,9 @@ class AggregationServer:
             with self._lock:
                 self._dispatch(session.receive(silo, message, now), r)
                 self._dispatch(session.poll(self._clock()), r)
+        if session.result is None and session.error is None:  # stopping: stop() may not have aborted it yet
+            with self._lock:
+                self._dispatch(session.abort("SERVER_SHUTDOWN", "the server is shutting down"), r)
         self._session = None
         outcome = RoundOutcome(r, session.result, session.error, time.perf_counter() - t0, config.participants)
         self._write_outcome(config, outcome)
