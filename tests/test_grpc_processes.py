@@ -472,3 +472,33 @@ def test_stream_churn_before_a_round_does_not_wedge_the_server(deploy: Make) -> 
     assert server.wait() == 0, server.logs()
     for p in silos.values():
         assert p.wait() == 0, p.logs()
+
+
+# -- SIGTERM: the server drains ------------------------------------------------------------------------------
+
+
+def test_sigterm_aborts_the_round_in_progress(deploy: Make) -> None:
+    """SIGTERM while a round waits for silo 3 (played by the test, silent): every silo is told
+    SERVER_SHUTDOWN and drops the round's secrets, round-0.json records the typed abort, no aggregate."""
+    dep = deploy(3)
+    server = dep.start_server()
+    with raw_silo(dep, 3) as raw:
+        raw.open()
+        silos = dep.start_silos([1, 2], rounds=1)
+        setup = raw.recv()
+        assert setup is not None and setup.WhichOneof("message") == "setup_request"
+        server.popen.send_signal(signal.SIGTERM)
+        abort = raw.recv()
+        assert abort is not None and abort.WhichOneof("message") == "server_abort", abort
+        assert abort.server_abort.code == "SERVER_SHUTDOWN"
+    assert server.wait() == 1, server.logs()
+    summary = dep.wait_round(0)
+    assert summary["ok"] is False and summary["error_code"] == "SERVER_SHUTDOWN", summary
+    assert not (dep.output_dir / "round-0.sum.npy").exists()
+    for i, p in silos.items():
+        assert p.wait() == 0, p.logs()
+        assert f"silo {i}: round 0 ended: aborted" in p.err()
+        assert f"silo {i}: 0 of 1 rounds completed" in p.out()
+    events = [r.event for r in dep.audit()]
+    assert events.count("round-aborted") == 1 and "round-completed" not in events
+    assert set(events[events.index("round-aborted") + 1 :]) <= {"message-rejected"}  # late keys, if any
