@@ -348,6 +348,18 @@ class Deployment:
     def audit(self) -> list[AuditRecord]:
         return read_audit_log(self.server_cfg.audit_log)
 
+    def audit_so_far(self) -> list[dict[str, Any]]:
+        """The audit records written so far, read while the server runs (a line being written is skipped)."""
+        try:
+            text = self.server_cfg.audit_log.read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
     def reference_config(self, r: int) -> RoundConfig:
         """A RoundConfig with this run's parameters for round r (what a silo's input depends on)."""
         return self.server_cfg.round_config(r, self.server_cfg.roster.ids, bytes(32))

@@ -26,11 +26,12 @@ from secagg.deploy.audit import verify_audit_log
 from secagg.deploy.config import FileLedger, ServerTls, SiloTls
 from secagg.deploy.pki import issue_certificate, make_expired_silo, make_rogue_ca_silo, make_rogue_server
 from secagg.errors import ConfigurationError
-from secagg.protocol.messages import RoundComplete, SharesDelivery
+from secagg.protocol.messages import KeysBroadcast, RoundComplete, SharesDelivery
+from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport.grpc_server import AggregationServer
 
-from .grpc_helpers import Deployment, Proc, RawSilo, raw_silo, wait_for
+from .grpc_helpers import GENEROUS, Deployment, Proc, RawSilo, raw_silo, wait_for
 
 Make = Callable[..., Deployment]
 
@@ -502,3 +503,48 @@ def test_sigterm_aborts_the_round_in_progress(deploy: Make) -> None:
     events = [r.event for r in dep.audit()]
     assert events.count("round-aborted") == 1 and "round-completed" not in events
     assert set(events[events.index("round-aborted") + 1 :]) <= {"message-rejected"}  # late keys, if any
+
+
+# -- C7: a silo slower than the stage deadline ---------------------------------------------------------------
+
+
+def test_c7_silent_silo_dropped_at_the_deadline_and_its_late_message_rejected(deploy: Make) -> None:
+    """Silo 5 (played by the test) does not answer the setup: the advertise-keys stage closes at its
+    deadline without it (the round cannot have taken less), its late advertisement is rejected, and the round
+    completes among the others with an exact sum. Silo 4, also played by the test, holds the round open
+    until the late message has been judged, so that nothing here depends on timing."""
+    deadline = 4.0
+    dep = deploy(5, deadlines=dataclasses.replace(GENEROUS, advertise_keys=deadline))
+    server = dep.start_server()
+    late, honest = RawSilo.for_silo(dep, 5), RawSilo.for_silo(dep, 4)
+    try:
+        late.open()
+        honest.open()
+        dep.start_silos([1, 2, 3], rounds=1)
+        setup = late.recv()
+        assert setup is not None
+        slow = dep.session(5, 0)
+
+        def answer_late(msg: object) -> None:
+            if not isinstance(msg, KeysBroadcast):
+                return
+            assert [a.client_id for a in msg.advertisements] == [1, 2, 3, 4]  # the stage closed without 5
+            for reply in slow.receive(wire.server_from_proto(setup)):
+                late.send(wire.client_to_proto(reply))
+
+            def judged() -> bool:
+                return any(r["client"] == 5 and r["event"] == "message-rejected" for r in dep.audit_so_far())
+
+            wait_for(judged, "the late advertisement to be judged", watch=[server])
+
+        assert isinstance(honest.play(dep.session(4, 0), before=answer_late), RoundComplete)
+        summary = dep.assert_exact(0, [1, 2, 3, 4])
+    finally:
+        late.close()
+        honest.close()
+    assert summary["seconds"] >= deadline
+    assert server.wait() == 0, server.logs()
+    about5 = [(r.event, r.stage) for r in dep.audit() if r.client == 5]
+    assert about5 == [("message-rejected", "share-keys")]
+    closed = [r for r in dep.audit() if r.event == "stage-closed" and r.stage == "advertise-keys"]
+    assert len(closed) == 1 and closed[0].detail["detail"] == "kept=4 dropped=[5]"
