@@ -78,7 +78,7 @@ def test_server_config_round_trip(pki: PkiLayout, tmp_path: Path) -> None:
     assert cfg.protocol.modulus == 1 << 32 and cfg.protocol.chunk_elems == 262_144
     assert cfg.deadlines.masked_input == 120.0 and cfg.deadlines.connect == 60.0
     assert cfg.output_dir == pki.output_dir and cfg.audit_log == pki.output_dir / "audit.jsonl"
-    assert cfg.max_message_bytes == 8 << 20 and cfg.staging_budget_bytes == 0 and cfg.seed is None
+    assert cfg.max_message_bytes == 8 << 20 and cfg.staging_budget_bytes == 256 << 20 and cfg.seed is None
     # The writer is the loader's inverse, also with every optional field set.
     changed = dataclasses.replace(
         cfg,

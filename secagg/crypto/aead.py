@@ -1,7 +1,7 @@
 """Authenticated encryption (AES-256-GCM) with associated data as a required argument.
 
 The ciphertext format is nonce (12 bytes) || GCM ciphertext || tag (16 bytes). Nonces come from the injected
-RandomSource; each key is derived per (session, pair, direction), so it seals very few messages.
+RandomSource; each key is derived per (session, unordered pair), so it seals very few messages (one per direction).
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ __all__ = [
 DEFAULT_ADDRESS: Final = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES: Final = 8 << 20
 DEFAULT_CHUNK_ELEMS: Final = 262_144  # 1 MiB of uint32 per masked-input chunk
+DEFAULT_STAGING_BUDGET_BYTES: Final = 256 << 20
+"""Chunked inputs staged (so a silo failing mid-stream is simply dropped) up to this many bytes at once; past
+it they stream straight into the sum and a failing stream aborts the round (memory stays bounded)."""
 MIN_MESSAGE_BYTES: Final = 64 << 10
 MAX_MESSAGE_BYTES: Final = (1 << 31) - 1  # gRPC message limits are signed 32-bit
 MESSAGE_OVERHEAD_BYTES: Final = 64 << 10  # envelope, ids and tags around a chunk's ring elements
@@ -484,7 +487,7 @@ class ServerConfig:
     output_dir: Path
     audit_log: Path
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    staging_budget_bytes: int = 0
+    staging_budget_bytes: int = DEFAULT_STAGING_BUDGET_BYTES
     seed: int | None = None
     path: Path | None = field(default=None, compare=False)
 
@@ -549,7 +552,7 @@ def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
     if audit_log is None:
         audit_log = output_dir / "audit.jsonl"
     max_msg = top.int_("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, lo=MIN_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES)
-    budget = top.int_("staging_budget_bytes", 0, lo=0)
+    budget = top.int_("staging_budget_bytes", DEFAULT_STAGING_BUDGET_BYTES, lo=0)
     seed = top.int_("seed", None, lo=0, hi=2**128 - 1)
     top.finish()
 
