@@ -153,49 +153,85 @@ def expected_sum(setup: Setup, r: int, survivors: Sequence[int]) -> NDArray[np.u
     return acc
 
 
-def _spawn(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+# A child is started through a tiny launcher (a fresh interpreter importing only the standard library)
+# that waits for it with wait4 and writes its exit code and ru_maxrss. Started straight from this process,
+# a child would report at least this process's own peak RSS: Linux carries the RSS high-water mark of the
+# (v)forking parent's memory into the child across exec.
+_LAUNCHER = """
+import json, os, signal, subprocess, sys
+result, log, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(log, "wb") as fh:
+    child = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda s, f: child.send_signal(s))
+with open(result + ".pid", "w") as fh:
+    fh.write(str(child.pid))
+_, status, usage = os.wait4(child.pid, 0)
+code = os.waitstatus_to_exitcode(status)
+with open(result, "w") as fh:
+    json.dump({"code": code, "maxrss": usage.ru_maxrss * 1024}, fh)
+sys.exit(0 if code == 0 else 1)
+"""
+
+
+@dataclasses.dataclass
+class Child:
+    """A child process behind its launcher; result holds its exit code and peak RSS once it has exited."""
+
+    launcher: subprocess.Popen[bytes]
+    result: Path
+
+    def poll(self) -> int | None:
+        return self.launcher.poll()
+
+    def pid(self) -> int | None:
+        pid_file = Path(str(self.result) + ".pid")
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        return int(text) if text.isdigit() else None
+
+
+def _spawn(args: Sequence[str], log: Path) -> Child:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECAGG_FAULT")}
     env["PYTHONUNBUFFERED"] = "1"
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [sys.executable, *args], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
+    result = log.with_suffix(".result.json")
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, str(result), str(log), sys.executable, *args],
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    return Child(launcher, result)
 
 
-def _reap(proc: subprocess.Popen[bytes], timeout: float = HANG) -> tuple[int, int]:
-    """Wait for a child; returns (exit code, peak RSS in bytes from the kernel's rusage of that child)."""
-    end = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, int(usage.ru_maxrss) * 1024
-        if time.monotonic() > end:
-            raise TimeoutError(f"process {proc.pid} did not exit")
-        time.sleep(0.05)
+def _reap(child: Child, timeout: float = HANG) -> tuple[int, int]:
+    """Wait for a child; returns (exit code, its peak RSS in bytes)."""
+    child.launcher.wait(timeout)
+    doc = json.loads(child.result.read_text())
+    return int(doc["code"]), int(doc["maxrss"])
 
 
 @contextlib.contextmanager
-def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Every process started inside is SIGTERMed, then SIGKILLed, and reaped on the way out."""
-    procs: list[subprocess.Popen[bytes]] = []
+def _processes() -> Iterator[list[Child]]:
+    """Every child started inside is SIGTERMed (the launcher forwards it), then SIGKILLed, and reaped."""
+    procs: list[Child] = []
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.returncode is None and p.poll() is None:
+        for c in procs:
+            if c.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGTERM)
-        for p in procs:
-            if p.returncode is None:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(30)
+                    c.launcher.send_signal(signal.SIGTERM)
+        for c in procs:
+            try:
+                c.launcher.wait(20)
+            except subprocess.TimeoutExpired:
+                pid = c.pid()
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                c.launcher.wait(30)
 
 
-def _wait_file(path: Path, procs: Sequence[subprocess.Popen[bytes]], what: str) -> None:
+def _wait_file(path: Path, procs: Sequence[Child], what: str) -> None:
     end = time.monotonic() + HANG
     while not (path.exists() and path.read_text().strip()):
         if any(p.poll() is not None for p in procs):
