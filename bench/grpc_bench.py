@@ -385,6 +385,7 @@ class PlainAggregator(pb_grpc.AggregatorServicer):  # type: ignore[misc]
         entry = self.config.roster.by_certificate_identity(name)
         if entry is None:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "not in the roster")
+            raise AssertionError("unreachable")  # abort raises
         outbox: queue.Queue[pb.ServerEnvelope | None] = queue.Queue()
         with self.lock:
             self.outboxes[entry.id] = outbox

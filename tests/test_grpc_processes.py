@@ -162,7 +162,7 @@ def test_d1_bad_client_certificates_cannot_connect(deploy: Make) -> None:
     try:
         with pytest.raises(grpc.RpcError) as info:
             nocert.health()
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         nocert.open()
         assert nocert.recv() is None
         assert nocert.status() == grpc.StatusCode.UNAVAILABLE
@@ -196,7 +196,7 @@ def test_d1_silo_refuses_a_server_from_another_ca(deploy: Make) -> None:
     silo.wait_log("stream ended: StatusCode.UNAVAILABLE")
     with raw_silo(dep, 2) as raw, pytest.raises(grpc.RpcError) as info:
         raw.health()
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "connected" not in server.err()
     assert server.alive() and silo.alive()  # the server waits for silos it will never see
     assert not (dep.layout.directory / "output-rogue-server" / "round-0.json").exists()
