@@ -233,7 +233,7 @@ def simulate(
         exact=exact,
         survivors=len(res.survivors),
         total_weight=res.total_weight,
-        max_abs_error=float(np.max(np.abs(res.mean - true_mean))),
+        max_abs_error=float(np.max(np.abs(res.mean - true_mean))) if res.mean is not None else None,
         quantisation_step=2 * cfg.clip / ((1 << cfg.bits) - 1),
     )
     return report

@@ -312,7 +312,7 @@ def test_config_inside_setup_is_validated() -> None:
     cfg = make_config(4, 3)
     good = cfg.encode()
     assert decode_message(_setup_bytes_with_config(good)) == SetupRequest(cfg)
-    bad_version = struct.pack(">H", 2) + good[2:]
+    bad_version = struct.pack(">H", 3) + good[2:]  # 1 = quantised, 2 = other encodings
     with pytest.raises(ConfigurationError, match="version"):
         decode_message(_setup_bytes_with_config(bad_version))
     # the same fields with an unknown mode string

@@ -12,14 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.errors import ConfigurationError, RoundAborted
 from secagg.fl.strategy import Strategy, Update
-from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, task_inputs
+from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, ddp_instructions, task_inputs
 from secagg.protocol import params as _params
 from secagg.protocol.client import ClientSession, MemoryLedger
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
@@ -27,13 +27,18 @@ from secagg.protocol.recipes import task_digest
 from secagg.protocol.server import AggregateResult, ServerSession
 from secagg.transport.inprocess import InProcessNetwork
 
+if TYPE_CHECKING:
+    from secagg.fl.ddp import DDPParams
+
 log = logging.getLogger("secagg.fl")
 
 
 class Federation(Protocol):
     """Where rounds run. `secure_round` returns the SecAgg+ aggregate of the silos' inputs for a task."""
 
-    def secure_round(self, secagg_round: int, task: RoundTask, *, dim: int, clip: float) -> AggregateResult:
+    def secure_round(
+        self, secagg_round: int, task: RoundTask, *, dim: int, clip: float, encoding: str = "quantised"
+    ) -> AggregateResult:
         """Run one SecAgg+ round for the task; RoundAborted if it produced no aggregate."""
         ...
 
@@ -82,7 +87,7 @@ class InProcessFederation:
         self._drop_at = drop_at
         self.last_clients: dict[int, ClientSession] = {}  # the sessions of the latest secure round
 
-    def _config(self, secagg_round: int, task: RoundTask, dim: int, clip: float) -> RoundConfig:
+    def _config(self, secagg_round: int, task: RoundTask, dim: int, clip: float, encoding: str) -> RoundConfig:
         s = self.settings
         ids = tuple(self.trainers)
         p = _params.derive_params(len(ids), s.corrupt_fraction, s.dropout_fraction, s.mode.value, k=s.k, t=s.t)
@@ -101,11 +106,14 @@ class InProcessFederation:
             max_weight=s.max_weight,
             min_aggregate=s.min_aggregate,
             model_hash=task.digest(),
+            encoding=encoding,
         )
 
-    def secure_round(self, secagg_round: int, task: RoundTask, *, dim: int, clip: float) -> AggregateResult:
+    def secure_round(
+        self, secagg_round: int, task: RoundTask, *, dim: int, clip: float, encoding: str = "quantised"
+    ) -> AggregateResult:
         """One in-process SecAgg+ round: each silo fetches the task by hash and contributes its input."""
-        cfg = self._config(secagg_round, task, dim, clip)
+        cfg = self._config(secagg_round, task, dim, clip, encoding)
         blob = task.encode()
         published = {task_digest(blob): blob}
 
@@ -121,7 +129,7 @@ class InProcessFederation:
                 rng=DeterministicRandom(self._rng.random_bytes(32)),
                 policy=policy,
                 ledger=self._ledgers[c],
-                input=task_inputs(trainer, fetch),
+                input=task_inputs(trainer, fetch, rng=DeterministicRandom(self._rng.random_bytes(32))),
             )
             for c, trainer in self.trainers.items()
         }
@@ -164,19 +172,39 @@ def run_federated(
     *,
     on_round: Callable[[RoundReport], None] | None = None,
     first_round: int = 0,
+    distributed_dp: DDPParams | None = None,
+    rng: RandomSource | None = None,
 ) -> list[RoundReport]:
     """Train for `rounds` rounds (fit, then federated evaluation of the new model), numbered from first_round.
 
     Round r uses SecAgg+ rounds 2r (fit) and 2r + 1 (evaluate): every (run, round) is used once, as the silos'
-    contribution ledgers require.
+    contribution ledgers require. With distributed_dp, every silo adds discrete noise to its update before
+    SecAgg+ (Kairouz et al. 2021; Agarwal et al. 2021): fit rounds carry ring integers, the server decodes the
+    noisy sum and the model moves by its mean over the survivors (unweighted, as the noise calibration
+    assumes); rotation seeds are public and fresh each round (from rng).
     """
+    seeds: RandomSource = rng if rng is not None else SystemRandom()
     reports: list[RoundReport] = []
     for r in range(first_round, first_round + rounds):
-        instructions = strategy.configure_fit(r).as_dict()
+        instructions: dict[str, Any] = dict(strategy.configure_fit(r).as_dict())
+        rotation_seed = b""
+        if distributed_dp is not None:
+            rotation_seed = seeds.random_bytes(32)
+            instructions.update(ddp_instructions(distributed_dp, rotation_seed))
         fit_task = RoundTask("fit", r, strategy.flat_parameters, instructions)
         t0 = time.perf_counter()
-        if strategy.secure:
+        if strategy.secure and distributed_dp is not None:
+            from secagg.fl import ddp
+
+            res = federation.secure_round(
+                2 * r, fit_task, dim=distributed_dp.padded_dim, clip=strategy.clip, encoding="integers"
+            )
+            noisy_sum = ddp.decode(res.sum, distributed_dp, rotation_seed, len(res.survivors))
+            strategy.apply_weighted_mean(r, noisy_sum / len(res.survivors), res.total_weight)
+            survivors = len(res.survivors)
+        elif strategy.secure:
             res = federation.secure_round(2 * r, fit_task, dim=strategy.dim, clip=strategy.clip)
+            assert res.mean is not None  # quantised round
             strategy.apply_weighted_mean(r, res.mean, res.total_weight)
             survivors = len(res.survivors)
         else:
@@ -187,6 +215,7 @@ def run_federated(
         eval_task = RoundTask("evaluate", r, strategy.flat_parameters, {})
         if strategy.secure:
             ev = federation.secure_round(2 * r + 1, eval_task, dim=EVAL_DIM, clip=1.0)
+            assert ev.mean is not None
             loss, accuracy = float(ev.mean[0]) * LOSS_SCALE, float(ev.mean[1])
         else:
             results = federation.plain_evaluate(eval_task)

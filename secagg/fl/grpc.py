@@ -17,10 +17,13 @@ class GrpcFederation:
         self.first_round = first_round
         self.outcomes: list[float] = []
 
-    def secure_round(self, secagg_round: int, task: RoundTask, *, dim: int, clip: float) -> AggregateResult:
+    def secure_round(
+        self, secagg_round: int, task: RoundTask, *, dim: int, clip: float, encoding: str = "quantised"
+    ) -> AggregateResult:
         """Publish the task, run one SecAgg+ round bound to its digest, return the aggregate."""
         digest = self.server.publish_task(task.encode())
-        outcome = self.server.run_round(self.first_round + secagg_round, model_hash=digest, dim=dim, clip=clip)
+        r = self.first_round + secagg_round
+        outcome = self.server.run_round(r, model_hash=digest, dim=dim, clip=clip, encoding=encoding)
         self.outcomes.append(outcome.seconds)
         if outcome.result is None:
             raise outcome.error or RoundAborted("NO_RESULT", "the round ended without an aggregate")

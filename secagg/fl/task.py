@@ -8,21 +8,26 @@ cannot complete (scenario A9). A silo fetches the task by digest and checks the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from secagg.crypto.rng import RandomSource, SystemRandom
 from secagg.encoding import Reader, Writer
 from secagg.errors import ConfigurationError, EncodingError
 from secagg.fl.strategy import Update
 from secagg.protocol.client import ClientInput
 from secagg.protocol.config import RoundConfig
 from secagg.protocol.recipes import task_digest
+
+if TYPE_CHECKING:
+    from secagg.fl.ddp import DDPParams
 
 log = logging.getLogger("secagg.fl")
 
@@ -93,12 +98,16 @@ def task_inputs(
     fetch: Callable[[bytes], bytes],
     *,
     on_result: Callable[[RoundTask, Update], None] | None = None,
+    rng: RandomSource | None = None,
 ) -> Callable[[RoundConfig], ClientInput]:
     """The silo's SecAgg+ input provider: fetch the round's task by its hash, check it, train or evaluate.
 
     Training updates are clipped to the round's clip (the quantiser clips too; clipping here keeps the
-    weight honest) and weighted by the number of examples (capped at the round's max_weight).
+    weight honest) and weighted by the number of examples (capped at the round's max_weight). A task that
+    asks for distributed DP (instructions "ddp" and "ddp_seed", a round with encoding "integers") gets the
+    update encoded with discrete noise by secagg.fl.ddp (randomness from rng, the OS by default), weight 1.
     """
+    noise_rng: RandomSource = rng if rng is not None else SystemRandom()
 
     def provide(config: RoundConfig) -> ClientInput:
         blob = fetch(config.model_hash)
@@ -106,11 +115,13 @@ def task_inputs(
             raise ConfigurationError("the task fetched does not match the round's model hash")
         task = RoundTask.decode(blob)
         if task.kind == "fit":
-            if task.parameters.shape[0] != config.dim:
+            if task.parameters.shape[0] != config.dim and "ddp" not in task.instructions:
                 raise ConfigurationError(f"model has {task.parameters.shape[0]} values, the round {config.dim}")
             update = trainer.fit(task.parameters, dict(task.instructions))
             if on_result is not None:
                 on_result(task, update)
+            if "ddp" in task.instructions:
+                return _ddp_input(update, task, config, noise_rng)
             delta = np.clip(update.delta.astype(np.float32), -config.clip, config.clip)
             return ClientInput(delta, _weight(update.num_examples, config))
         loss, accuracy, n = trainer.evaluate(task.parameters)
@@ -118,6 +129,24 @@ def task_inputs(
         return ClientInput(vec, _weight(n, config))
 
     return provide
+
+
+def ddp_instructions(params: DDPParams, rotation_seed: bytes) -> dict[str, str]:
+    """Task instructions asking silos for a distributed-DP encoding (all public)."""
+    return {"ddp": json.dumps(dataclasses.asdict(params), sort_keys=True), "ddp_seed": rotation_seed.hex()}
+
+
+def _ddp_input(update: Update, task: RoundTask, config: RoundConfig, rng: RandomSource) -> ClientInput:
+    from secagg.fl import ddp
+
+    try:
+        params = ddp.DDPParams(**json.loads(str(task.instructions["ddp"])))
+        seed = bytes.fromhex(str(task.instructions["ddp_seed"]))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"bad distributed-DP instructions: {exc}") from None
+    if config.encoding != "integers" or config.dim != params.padded_dim or config.modulus != params.modulus:
+        raise ConfigurationError("the round does not match the distributed-DP instructions")
+    return ClientInput.integers(ddp.encode(update.delta, params, seed, rng), 1)
 
 
 def _weight(n: int, config: RoundConfig) -> int:

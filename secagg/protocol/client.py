@@ -91,10 +91,20 @@ class MemoryLedger:
 
 @dataclass(frozen=True, eq=False)
 class ClientInput:
-    """What a client contributes: a float32 update of the round's dimension and its integer weight."""
+    """What a client contributes: a float32 update of the round's dimension and its integer weight.
+
+    For a round with encoding "integers", `encoded` holds the ring elements the client computed itself (e.g.
+    with distributed discrete noise, secagg.fl.ddp) and `vector` is unused: see `ClientInput.integers`.
+    """
 
     vector: NDArray[np.float32]
     weight: int = 1
+    encoded: NDArray[Any] | None = None
+
+    @classmethod
+    def integers(cls, encoded: NDArray[Any], weight: int = 1) -> ClientInput:
+        """An input already encoded as ring elements (for rounds whose encoding is "integers")."""
+        return cls(np.zeros(0, dtype=np.float32), weight, encoded)
 
 
 InputProvider = Callable[[RoundConfig], ClientInput]
@@ -146,6 +156,7 @@ class ClientSession(NoPickle):
         self.state = ClientState.IDLE
         self.error: ProtocolError | None = None
         self.config: RoundConfig | None = None
+        self.proposal: RoundConfig | None = None
         self.session_id: bytes | None = None
         self._rng = rng
         self._rounding_rng = rounding_rng if rounding_rng is not None else rng
@@ -230,8 +241,9 @@ class ClientSession(NoPickle):
 
     def _on_setup(self, msg: SetupRequest) -> list[ClientMessage]:
         cfg = msg.config
-        self.config = cfg  # kept even if refused below, so reports can name the round
+        self.proposal = cfg  # what was proposed, even if refused below (for reports); `config` once accepted
         self._check_policy(cfg)
+        self.config = cfg
         secrets = _RoundSecrets(X25519KeyPair.generate(self._rng), X25519KeyPair.generate(self._rng))
         self._secrets = secrets
         signature = b""
@@ -400,13 +412,21 @@ class ClientSession(NoPickle):
             data = self._input(cfg) if callable(self._input) else self._input
             if data is None:
                 raise LocalProtocolError("no input provided before the masking stage")
-            vec = np.asarray(data.vector)
-            if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
-                raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
             if not 1 <= int(data.weight) <= cfg.max_weight:
                 raise LocalProtocolError(f"weight must be in 1..{cfg.max_weight}")
-            rand = random_uint32(self._rounding_rng, cfg.dim)
-            quantise(vec, cfg.clip, cfg.bits, int(data.weight), rand, cfg.modulus, out[:-1])
+            if cfg.encoding == "integers":
+                enc = data.encoded
+                if enc is None or enc.dtype != ring.dtype or enc.ndim != 1 or enc.shape[0] != cfg.dim:
+                    raise LocalProtocolError(f"this round takes {cfg.dim} ring elements ({ring.dtype.name})")
+                if cfg.modulus < (1 << (8 * ring.word_bytes)) and cfg.dim and int(enc.max()) >= cfg.modulus:
+                    raise LocalProtocolError("encoded input has elements >= modulus")
+                out[:-1] = enc
+            else:
+                vec = np.asarray(data.vector)
+                if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
+                    raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
+                rand = random_uint32(self._rounding_rng, cfg.dim)
+                quantise(vec, cfg.clip, cfg.bits, int(data.weight), rand, cfg.modulus, out[:-1])
         except (LocalProtocolError, ConfigurationError) as exc:
             raise RoundAborted("BAD_INPUT", str(exc)) from None
         except Exception as exc:  # a failing input provider (e.g. local training) must not leave secrets behind

@@ -16,6 +16,7 @@ from enum import StrEnum
 from secagg.encoding import Reader, Writer, digest, domain
 from secagg.errors import ConfigurationError, EncodingError
 
+ENCODINGS = ("quantised", "integers")
 MAX_CLIENT_ID = (1 << 31) - 2  # Shamir x-coordinates are client ids in GF(2^31 - 1), x != 0
 
 
@@ -45,6 +46,10 @@ class RoundConfig:
     min_aggregate: int = 2
     model_hash: bytes = bytes(32)
     dp_noise_multiplier: float = 0.0
+    encoding: str = "quantised"
+    """How clients turn their input into ring elements: "quantised" (clip, stochastic rounding to `bits`, weight
+    folded in; the server decodes the weighted mean) or "integers" (the client hands over ring elements it
+    encoded itself, e.g. with distributed discrete noise; the server returns the ring sum undecoded)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -107,6 +112,12 @@ class RoundConfig:
             raise ConfigurationError("min_aggregate must be in 2..n")
         if not (math.isfinite(self.dp_noise_multiplier) and self.dp_noise_multiplier >= 0):
             raise ConfigurationError("dp_noise_multiplier must be >= 0")
+        if self.encoding not in ENCODINGS:
+            raise ConfigurationError(f"encoding must be one of {ENCODINGS}")
+        if self.encoding == "integers":
+            if n * self.max_weight >= self.modulus:  # only the weight coordinate must not wrap
+                raise ConfigurationError("ring capacity exceeded: n * max_weight >= modulus")
+            return
         # Ring capacity (scenario B9): the sum of n quantised, weighted inputs, and the sum of the weights,
         # must never wrap the ring.
         if n * self.max_weight * (1 << self.bits) >= self.modulus:
@@ -117,18 +128,24 @@ class RoundConfig:
 
     def encode(self) -> bytes:
         """Canonical encoding (SPEC.md, 'RoundConfig')."""
-        w = Writer().u16(1).text(self.run_id).u32(self.round).u32_list(self.participants)
+        # Version 1 is the quantised encoding; version 2 adds the encoding field for any other one, so every
+        # configuration still has exactly one encoding.
+        version = 1 if self.encoding == "quantised" else 2
+        w = Writer().u16(version).text(self.run_id).u32(self.round).u32_list(self.participants)
         w.text(self.mode.value).u32(self.k).u32(self.t).raw(self.graph_seed).u64(self.dim)
         w.bytes_(self.modulus.to_bytes(9, "big")).text(repr(float(self.clip))).u8(self.bits)
         w.u64(self.max_weight).u32(self.min_aggregate).raw(self.model_hash)
         w.text(repr(float(self.dp_noise_multiplier)))
+        if version == 2:
+            w.text(self.encoding)
         return w.getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> RoundConfig:
         """Inverse of encode; EncodingError or ConfigurationError on bad input."""
         r = Reader(data)
-        if r.u16() != 1:
+        version = r.u16()
+        if version not in (1, 2):
             raise ConfigurationError("unknown RoundConfig version")
         run_id, rnd, parts = r.text(), r.u32(), tuple(r.u32_list(max_items=1 << 20))
         mode_s, k, t, seed, dim = r.text(), r.u32(), r.u32(), r.raw(32), r.u64()
@@ -138,12 +155,17 @@ class RoundConfig:
         modulus = int.from_bytes(modulus_bytes, "big")
         clip, bits, max_w, min_agg, mh = _float(r.text()), r.u8(), r.u64(), r.u32(), r.raw(32)
         dp = _float(r.text())
+        encoding = "quantised"
+        if version == 2:
+            encoding = r.text(32)
+            if encoding == "quantised":
+                raise EncodingError("a quantised configuration is encoded as version 1")
         r.finish()
         try:
             mode = Mode(mode_s)
         except ValueError:
             raise ConfigurationError("unknown mode") from None
-        return cls(run_id, rnd, parts, mode, k, t, seed, dim, modulus, clip, bits, max_w, min_agg, mh, dp)
+        return cls(run_id, rnd, parts, mode, k, t, seed, dim, modulus, clip, bits, max_w, min_agg, mh, dp, encoding)
 
     def config_hash(self) -> bytes:
         """SHA-256 of the canonical encoding, domain separated."""

@@ -90,14 +90,15 @@ ServerEvent = Send | Audit
 
 @dataclass(frozen=True, eq=False)
 class AggregateResult:
-    """The round's output: the exact ring sum over `survivors` and, decoded, their weighted mean."""
+    """The round's output: the exact ring sum over `survivors` and, for quantised rounds, their weighted mean
+    (None when the round's encoding is "integers": the caller decodes the ring sum itself)."""
 
     session_id: bytes
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     sum: NDArray[Any]
     total_weight: int
-    mean: NDArray[np.float64]
+    mean: NDArray[np.float64] | None
 
 
 @dataclass
@@ -514,10 +515,12 @@ class ServerSession:
         total_weight = int(acc[-1])
         if not 1 <= total_weight <= len(self._u3) * cfg.max_weight:
             raise RoundAborted("BAD_AGGREGATE", "total weight outside its possible range")
-        try:
-            mean = dequantise(acc[:-1], total_weight, cfg.clip, cfg.bits)
-        except ConfigurationError:
-            raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach") from None
+        mean = None
+        if cfg.encoding == "quantised":
+            try:
+                mean = dequantise(acc[:-1], total_weight, cfg.clip, cfg.bits)
+            except ConfigurationError:
+                raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach") from None
         self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, mean)
         self.state = ServerState.DONE
         self.deadline = float("inf")

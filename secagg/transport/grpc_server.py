@@ -359,7 +359,8 @@ class AggregationServer:
         out_dir.mkdir(parents=True, exist_ok=True)
         if res is not None:
             np.save(out_dir / f"round-{config.round}.sum.npy", res.sum)
-            np.save(out_dir / f"round-{config.round}.mean.npy", res.mean)
+            if res.mean is not None:
+                np.save(out_dir / f"round-{config.round}.mean.npy", res.mean)
         (out_dir / f"round-{config.round}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

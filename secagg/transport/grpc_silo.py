@@ -226,7 +226,7 @@ class SiloRunner:
             self._session = None
 
     def _record(self, session: ClientSession, last: object) -> None:
-        cfg = session.config
+        cfg = session.config or session.proposal
         err = session.error
         survivors = last.survivors if isinstance(last, RoundComplete) else ()
         rep = SiloRound(
@@ -249,7 +249,7 @@ class SiloRunner:
             return
         self._session = None
         if session.state not in (ClientState.DONE, ClientState.ABORTED):
-            cfg = session.config
+            cfg = session.config or session.proposal
             self.rounds.append(SiloRound(cfg.run_id if cfg else "", cfg.round if cfg else -1, "aborted", reason, code))
             log.info("silo %d: round abandoned: %s", self.silo_id, reason)
 

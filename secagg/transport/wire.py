@@ -98,6 +98,7 @@ def config_to_proto(cfg: RoundConfig) -> pb.RoundConfig:
         min_aggregate=cfg.min_aggregate,
         model_hash=cfg.model_hash,
         dp_noise_multiplier=cfg.dp_noise_multiplier,
+        encoding=cfg.encoding,
     )
 
 
@@ -124,6 +125,7 @@ def config_from_proto(p: pb.RoundConfig) -> RoundConfig:
             min_aggregate=p.min_aggregate,
             model_hash=_fixed(p.model_hash, 32, "model_hash"),
             dp_noise_multiplier=p.dp_noise_multiplier,
+            encoding=p.encoding or "quantised",
         )
     except ConfigurationError as exc:
         raise EncodingError(f"invalid round configuration: {exc}") from None

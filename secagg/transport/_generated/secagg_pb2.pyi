@@ -16,7 +16,7 @@ MODE_SEMI_HONEST: Mode
 MODE_HARDENED: Mode
 
 class RoundConfig(_message.Message):
-    __slots__ = ("format_version", "run_id", "round", "participants", "mode", "k", "t", "graph_seed", "dim", "modulus", "clip", "bits", "max_weight", "min_aggregate", "model_hash", "dp_noise_multiplier")
+    __slots__ = ("format_version", "run_id", "round", "participants", "mode", "k", "t", "graph_seed", "dim", "modulus", "clip", "bits", "max_weight", "min_aggregate", "model_hash", "dp_noise_multiplier", "encoding")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class RoundConfig(_message.Message):
     MIN_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
     DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     run_id: str
     round: int
@@ -49,7 +50,8 @@ class RoundConfig(_message.Message):
     min_aggregate: int
     model_hash: bytes
     dp_noise_multiplier: float
-    def __init__(self, format_version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[int]] = ..., mode: _Optional[_Union[Mode, str]] = ..., k: _Optional[int] = ..., t: _Optional[int] = ..., graph_seed: _Optional[bytes] = ..., dim: _Optional[int] = ..., modulus: _Optional[bytes] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., max_weight: _Optional[int] = ..., min_aggregate: _Optional[int] = ..., model_hash: _Optional[bytes] = ..., dp_noise_multiplier: _Optional[float] = ...) -> None: ...
+    encoding: str
+    def __init__(self, format_version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[int]] = ..., mode: _Optional[_Union[Mode, str]] = ..., k: _Optional[int] = ..., t: _Optional[int] = ..., graph_seed: _Optional[bytes] = ..., dim: _Optional[int] = ..., modulus: _Optional[bytes] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., max_weight: _Optional[int] = ..., min_aggregate: _Optional[int] = ..., model_hash: _Optional[bytes] = ..., dp_noise_multiplier: _Optional[float] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
     __slots__ = ("client_id", "enc_public", "mask_public", "signature")
