@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NOISE_MULTIPLIER",
         help="train with DP-SGD (Opacus, extra 'dp') on every silo at this noise multiplier, e.g. 1.0",
     )
+    demo.add_argument(
+        "--ddp",
+        type=float,
+        metavar="EPSILON",
+        help="distributed DP: each silo adds discrete Gaussian noise so the aggregate meets this epsilon",
+    )
 
     srv = sub.add_parser(
         "server",
@@ -158,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 plot=not args.no_plot,
                 dp_noise_multiplier=args.dp,
+                ddp_epsilon=args.ddp,
             )
             return 0
         if args.command == "server":

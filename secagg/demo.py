@@ -60,6 +60,7 @@ def run_demo(
     learning_rate: float = 0.5,
     plot: bool = True,
     dp_noise_multiplier: float | None = None,
+    ddp_epsilon: float | None = None,
     dp_delta: float = 1e-5,
     echo: Any = print,
 ) -> dict[str, Any]:
@@ -72,6 +73,22 @@ def run_demo(
     t_start = time.perf_counter()
     shards = make_shards(silos, seed=seed)
     fit = FitInstructions(local_epochs=local_epochs, learning_rate=learning_rate, batch_size=32)
+    if dp_noise_multiplier is not None and ddp_epsilon is not None:
+        raise ConfigurationError("choose DP-SGD on the silos (--dp) or distributed DP (--ddp), not both")
+    distributed = None
+    if ddp_epsilon is not None:
+        from secagg.fl import ddp
+
+        distributed = ddp.calibrate(
+            mechanism="gaussian",
+            epsilon=ddp_epsilon,
+            delta=dp_delta,
+            dim=sum(int(np.prod(p.shape)) for p in initial_parameters(seed)),
+            clip=1.0,
+            n_min=silos,
+            rounds=rounds,
+            modulus=1 << 32,
+        )
     if dp_noise_multiplier is not None:
         from secagg.fl.digits_dp import initial_parameters_torch
 
@@ -130,7 +147,7 @@ def run_demo(
                 f"fit {rep.fit_seconds:.2f}s  evaluate {rep.evaluate_seconds:.2f}s  ({rep.survivors} silos)"
             )
 
-        secure = run_federated(strategy, federation, rounds, on_round=progress)
+        secure = run_federated(strategy, federation, rounds, on_round=progress, distributed_dp=distributed)
     finally:
         server.stop()
         audit.close()
@@ -147,6 +164,8 @@ def run_demo(
     plain_init = initial_parameters(seed)  # plain FedAvg without DP, on the numpy model
     plain = run_federated(FedAvg(initial_parameters=plain_init, fit=fit, clip=1.0), plain_fed, rounds)
     epsilon = _epsilon_spent(layout) if dp_noise_multiplier is not None else None
+    if distributed is not None:  # central (epsilon, delta) of the aggregate, assuming all silos survive
+        epsilon = {"aggregate": distributed.epsilon(rounds, dp_delta)}
     x_tr = np.concatenate([s.x_train for s in shards])
     y_tr = np.concatenate([s.y_train for s in shards])
     x_te = np.concatenate([s.x_test for s in shards])
@@ -180,7 +199,13 @@ def run_demo(
             max(abs(a.accuracy - b.accuracy) for a, b in zip(secure, plain, strict=True))
         ),
         "secure_round_seconds": {"median": float(np.median(secure_times)), "max": float(np.max(secure_times))},
-        "dp": None if dp_noise_multiplier is None else {"noise_multiplier": dp_noise_multiplier, "delta": dp_delta},
+        "dp": (
+            {"kind": "dp-sgd", "noise_multiplier": dp_noise_multiplier, "delta": dp_delta}
+            if dp_noise_multiplier is not None
+            else {"kind": "distributed-discrete-gaussian", "target_epsilon": ddp_epsilon, "delta": dp_delta}
+            if ddp_epsilon is not None
+            else None
+        ),
         "epsilon": epsilon,
         "audit_records": audit_records,
         "wall_seconds": wall,
@@ -190,14 +215,19 @@ def run_demo(
         _plot(report, out / "accuracy.png")
     echo("")
     echo(f"  {'':<28}{'final accuracy':>16}")
-    label = "secure FedAvg (SecAgg+, DP)" if dp_noise_multiplier is not None else "secure FedAvg (SecAgg+)"
+    label = "secure FedAvg (SecAgg+)"
+    if dp_noise_multiplier is not None:
+        label = "secure FedAvg (+ DP-SGD)"
+    elif ddp_epsilon is not None:
+        label = "secure FedAvg (+ dist. DP)"
     echo(f"  {label:<28}{secure[-1].accuracy:>16.3f}")
     echo(f"  {'plain FedAvg':<28}{plain[-1].accuracy:>16.3f}")
     echo(f"  {'centralised (pooled data)':<28}{central[-1]:>16.3f}")
     if epsilon is None:
-        eps_text = "none (no DP in this run; --dp adds DP-SGD on every silo)"
+        eps_text = "none (no DP in this run; --dp adds DP-SGD on every silo, --ddp distributed DP)"
     else:
-        eps_text = ", ".join(f"silo {k}: {v:.2f}" for k, v in epsilon.items()) + f" (delta {dp_delta:g})"
+        eps_text = ", ".join(f"{'silo ' if k.isdigit() else ''}{k}: {v:.2f}" for k, v in epsilon.items())
+        eps_text += f" (delta {dp_delta:g})"
     echo(f"  secure round (fit + evaluate): median {report['secure_round_seconds']['median']:.3f} s")
     echo(f"  epsilon spent: {eps_text}")
     echo(f"  audit records: {audit_records} (hash chain verified)")
@@ -228,8 +258,13 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot(xs, acc["centralised"], "--", color="grey", label="centralised (pooled data)")
     ax.plot(xs, acc["plain_fedavg"], "-", color="tab:blue", label="plain FedAvg")
-    secure_label = "secure FedAvg (SecAgg+, DP-SGD)" if report["dp"] else "secure FedAvg (SecAgg+)"
-    ax.plot(xs, acc["secure_fedavg"], "o", color="tab:red", markersize=4, label=secure_label)
+    kind = (report["dp"] or {}).get("kind")
+    secure_label = {
+        "dp-sgd": "secure FedAvg + DP-SGD",
+        "distributed-discrete-gaussian": "secure FedAvg + distributed DP",
+    }
+    secure_label_text = secure_label.get(str(kind), "secure FedAvg (SecAgg+)")
+    ax.plot(xs, acc["secure_fedavg"], "o", color="tab:red", markersize=4, label=secure_label_text)
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{report['silos']} hospitals, digits, non-IID: secure vs plain federated training")
