@@ -24,7 +24,7 @@ from secagg.errors import ConfigurationError
 from secagg.native.quantise import quantise  # type: ignore[import-not-found, unused-ignore]
 from secagg.protocol import params as _params
 from secagg.protocol.client import ClientInput, ClientSession, MemoryLedger
-from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, StageTimeouts
+from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, StageTimeouts, propose_round
 from secagg.protocol.rules import Stage
 from secagg.protocol.server import ServerSession
 from secagg.ring import Ring
@@ -63,19 +63,19 @@ def make_config(
     round_: int = 0,
 ) -> RoundConfig:
     """A round configuration for clients 1..n, with k and t from the SecAgg+ rule unless given."""
-    p = _params.derive_params(
-        n, corrupt_fraction, dropout_fraction, mode.value, k=k, t=t, complete_below=complete_below
-    )
     graph_seed = hashlib.sha256(b"secagg/v1/simulation/graph-seed" + seed.to_bytes(8, "big")).digest()
-    return RoundConfig(
+    return propose_round(
         run_id=run_id,
-        round=round_,
-        participants=tuple(range(1, n + 1)),
+        round_=round_,
+        participants=range(1, n + 1),
         mode=mode,
-        k=p.k,
-        t=p.t,
         graph_seed=graph_seed,
         dim=dim,
+        corrupt_fraction=corrupt_fraction,
+        dropout_fraction=dropout_fraction,
+        k=k,
+        t=t,
+        complete_below=complete_below,
         modulus=modulus,
         clip=clip,
         bits=bits,

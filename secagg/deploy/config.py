@@ -34,7 +34,7 @@ from secagg.crypto.rng import DeterministicRandom, random_uint32
 from secagg.errors import ConfigurationError
 from secagg.protocol import params as _params
 from secagg.protocol.client import ClientInput
-from secagg.protocol.config import MAX_CLIENT_ID, ClientPolicy, Mode, RoundConfig, StageTimeouts
+from secagg.protocol.config import MAX_CLIENT_ID, ClientPolicy, Mode, RoundConfig, StageTimeouts, propose_round
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -511,16 +511,17 @@ class ServerConfig:
         if len(parts) < self.min_silos:
             raise ConfigurationError(f"{len(parts)} participants, fewer than min_silos = {self.min_silos}")
         p = self.protocol
-        sp = p.params(len(parts))
-        return RoundConfig(
+        return propose_round(
             run_id=self.run_id,
-            round=round_,
+            round_=round_,
             participants=parts,
             mode=p.mode,
-            k=sp.k,
-            t=sp.t,
             graph_seed=graph_seed,
             dim=p.dim,
+            corrupt_fraction=p.corrupt_fraction,
+            dropout_fraction=p.dropout_fraction,
+            k=p.k,
+            t=p.t,
             modulus=p.modulus,
             clip=p.clip,
             bits=p.bits,

@@ -20,9 +20,8 @@ from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.errors import ConfigurationError, RoundAborted
 from secagg.fl.strategy import Strategy, Update
 from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, ddp_instructions, task_inputs
-from secagg.protocol import params as _params
 from secagg.protocol.client import ClientSession, MemoryLedger
-from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
+from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, propose_round
 from secagg.protocol.recipes import task_digest
 from secagg.protocol.server import AggregateResult, ServerSession
 from secagg.transport.inprocess import InProcessNetwork
@@ -89,17 +88,17 @@ class InProcessFederation:
 
     def _config(self, secagg_round: int, task: RoundTask, dim: int, clip: float, encoding: str) -> RoundConfig:
         s = self.settings
-        ids = tuple(self.trainers)
-        p = _params.derive_params(len(ids), s.corrupt_fraction, s.dropout_fraction, s.mode.value, k=s.k, t=s.t)
-        return RoundConfig(
+        return propose_round(
             run_id=s.run_id,
-            round=secagg_round,
-            participants=ids,
+            round_=secagg_round,
+            participants=self.trainers,
             mode=s.mode,
-            k=p.k,
-            t=p.t,
             graph_seed=self._rng.random_bytes(32),
             dim=dim,
+            corrupt_fraction=s.corrupt_fraction,
+            dropout_fraction=s.dropout_fraction,
+            k=s.k,
+            t=s.t,
             modulus=s.modulus,
             clip=clip,
             bits=s.bits,

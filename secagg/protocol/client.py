@@ -61,6 +61,9 @@ from secagg.ring import Ring
 
 log = logging.getLogger("secagg.client")
 
+_QUANTISE_BLOCK = 1 << 20
+"""Coordinates quantised per block (the stream of rounding words is the same as in one pass)."""
+
 
 class ContributionLedger(Protocol):
     """Remembers which (run, round) this silo already contributed to (scenario A10)."""
@@ -425,8 +428,11 @@ class ClientSession(NoPickle):
                 vec = np.asarray(data.vector)
                 if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
                     raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
-                rand = random_uint32(self._rounding_rng, cfg.dim)
-                quantise(vec, cfg.clip, cfg.bits, int(data.weight), rand, cfg.modulus, out[:-1])
+                # block by block, so the rounding randomness never costs a second model-sized buffer
+                for lo in range(0, cfg.dim, _QUANTISE_BLOCK):
+                    hi = min(lo + _QUANTISE_BLOCK, cfg.dim)
+                    rand = random_uint32(self._rounding_rng, hi - lo)
+                    quantise(vec[lo:hi], cfg.clip, cfg.bits, int(data.weight), rand, cfg.modulus, out[lo:hi])
         except (LocalProtocolError, ConfigurationError) as exc:
             raise RoundAborted("BAD_INPUT", str(exc)) from None
         except Exception as exc:  # a failing input provider (e.g. local training) must not leave secrets behind

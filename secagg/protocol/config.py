@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from secagg.encoding import Reader, Writer, digest, domain
 from secagg.errors import ConfigurationError, EncodingError
+from secagg.protocol import params
 
 ENCODINGS = ("quantised", "integers")
 MAX_CLIENT_ID = (1 << 31) - 2  # Shamir x-coordinates are client ids in GF(2^31 - 1), x != 0
@@ -179,6 +182,39 @@ class RoundConfig:
     def _hashes(self) -> tuple[bytes, bytes]:
         config_hash = digest(domain("config"), self.encode())
         return config_hash, digest(domain("round-tag"), config_hash)
+
+
+def propose_round(
+    *,
+    run_id: str,
+    round_: int,
+    participants: Iterable[int],
+    mode: Mode,
+    graph_seed: bytes,
+    dim: int,
+    corrupt_fraction: float = 0.1,
+    dropout_fraction: float = 0.1,
+    k: int | None = None,
+    t: int | None = None,
+    complete_below: int | None = None,
+    **fields: Any,
+) -> RoundConfig:
+    """The configuration a server proposes: k and t by the SecAgg+ rule for the participants (unless given),
+    every other field as passed (modulus, clip, bits, max_weight, min_aggregate, model_hash, ...)."""
+    parts = tuple(sorted(participants))
+    extra = {} if complete_below is None else {"complete_below": complete_below}
+    p = params.derive_params(len(parts), corrupt_fraction, dropout_fraction, mode.value, k=k, t=t, **extra)
+    return RoundConfig(
+        run_id=run_id,
+        round=round_,
+        participants=parts,
+        mode=mode,
+        k=p.k,
+        t=p.t,
+        graph_seed=graph_seed,
+        dim=dim,
+        **fields,
+    )
 
 
 def _float(s: str) -> float:

@@ -65,6 +65,7 @@ from secagg.ring import Ring
 log = logging.getLogger("secagg.server")
 
 MAX_CHUNKS = 1 << 16
+_DECODE_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class AggregateResult:
     dropped: tuple[int, ...]
     sum: NDArray[Any]
     total_weight: int
-    mean: NDArray[np.float64] | None
+    mean: NDArray[np.float32] | None
 
 
 @dataclass
@@ -517,8 +518,12 @@ class ServerSession:
             raise RoundAborted("BAD_AGGREGATE", "total weight outside its possible range")
         mean = None
         if cfg.encoding == "quantised":
+            # float32, block by block: the decoded mean costs one model's bytes beside the accumulator
+            mean = np.empty(cfg.dim, dtype=np.float32)
             try:
-                mean = dequantise(acc[:-1], total_weight, cfg.clip, cfg.bits)
+                for lo in range(0, cfg.dim, _DECODE_BLOCK):
+                    hi = min(lo + _DECODE_BLOCK, cfg.dim)
+                    mean[lo:hi] = dequantise(acc[lo:hi], total_weight, cfg.clip, cfg.bits)
             except ConfigurationError:
                 raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach") from None
         self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, mean)
