@@ -414,7 +414,7 @@ class Deployment:
         assert np.array_equal(got, want)
         assert summary["total_weight"] == total
         rc = self.reference_config(r)
-        assert np.array_equal(self.round_mean(r), dequantise(want, total, rc.clip, rc.bits))
+        assert np.array_equal(self.round_mean(r), dequantise(want, total, rc.clip, rc.bits).astype(np.float32))
         return summary
 
 
