@@ -152,26 +152,43 @@ def _curve_table(curve: list[dict[str, Any]], xname: str) -> str:
             lines.append(f"| {x} | - | - | skipped: {p['skipped']} | | | | |")
             continue
         fl = p.get("flower_s")
+        fl_cell = _f(fl) if fl or "flower_skipped" not in p else f"not run ({p['flower_skipped']})"
         lines.append(
             f"| {x} | {p['k']} | {p['t']} | {_f(p['ours_s'])} | {_f(p['floor_s'])} | {_f(p['ratio_to_floor'], '.2f')} "
-            f"| {_f(fl)} | {_f(fl / p['ours_s'] if fl else None, '.1f')} |"
+            f"| {fl_cell} | {_f(fl / p['ours_s'] if fl else None, '.1f')} |"
         )
     return "\n".join(lines)
 
 
 def _profile_section(result: dict[str, Any]) -> str:
-    parts = []
-    for r in result["workloads"]:
-        prof = r.get("profile")
-        if not prof:
-            continue
-        parts.append(f"**{r['workload']}** ({r['config']}), top functions by own time:\n")
+    profiled = [r for r in result["workloads"] if r.get("profile")]
+    if not profiled:
+        return "_Not profiled in this run (add `--profile`)._"
+    names = list(profiled[0]["profile"]["buckets"])
+    parts = [
+        "cProfile of one more round of ours per workload: share of the profiled time by kind of work (own time; "
+        "cProfile inflates the Python parts, so the shares lean towards them), and in brackets that share of "
+        "the unprofiled median round time.",
+        "",
+        "| kind of work | " + " | ".join(r["workload"] for r in profiled) + " |",
+        "|---|" + "---|" * len(profiled),
+    ]
+    for name in names:
+        cells = []
+        for r in profiled:
+            share = r["profile"]["buckets"][name]["share"]
+            ours = r["metric_ours_s"] if "metric_ours_s" in r else r["ours_s"]
+            cells.append(f"{share:.0%} ({share * ours:.3f} s)")
+        parts.append(f"| {name} | " + " | ".join(cells) + " |")
+    parts.append("")
+    for r in profiled:
+        parts.append(f"<details><summary>{r['workload']}: top functions by own time</summary>\n")
         parts.append("| function | calls | own (s) | share | cumulative (s) |\n|---|---|---|---|---|")
-        for p in prof[:10]:
+        for p in r["profile"]["top"][:12]:
             fn = p["function"].replace("|", "\\|")
             parts.append(f"| `{fn}` | {p['calls']} | {p['own_s']:.3f} | {p['own_share']:.0%} | {p['cum_s']:.3f} |")
-        parts.append("")
-    return "\n".join(parts) if parts else "_Not profiled in this run (add `--profile`)._"
+        parts.append("\n</details>\n")
+    return "\n".join(parts)
 
 
 def _grpc_section(result: dict[str, Any]) -> str:

@@ -103,7 +103,7 @@ QUICK = [
 # Scaling curves: time vs N at D=1e5 (W3's configuration) and vs D at N=10 (W2's configuration).
 # (n or dim, ours repeats, Flower repeats); a point equal to a workload's case reuses that measurement.
 N_CURVE_FULL = [(10, 5, 3), (30, 5, 3), (100, 5, 3), (300, 3, 1), (1000, 3, 1)]
-D_CURVE_FULL = [(10_000, 5, 3), (100_000, 5, 3), (1_000_000, 5, 5), (10_000_000, 3, 1), (100_000_000, 1, 0)]
+D_CURVE_FULL = [(10_000, 5, 3), (100_000, 5, 3), (1_000_000, 5, 5), (10_000_000, 3, 1), (100_000_000, 1, 1)]
 N_CURVE_QUICK = [(10, 2, 1), (30, 2, 1), (100, 2, 0)]
 D_CURVE_QUICK = [(1_000, 2, 1), (10_000, 2, 1), (100_000, 2, 1)]
 N_CURVE_DIM, D_CURVE_N = 100_000, 10
@@ -118,6 +118,12 @@ def n_case(n: int, dim: int) -> Case:
 def d_case(dim: int) -> Case:
     """A point of the D curve: N=10, complete graph, 10% drop after masked input."""
     return Case(D_CURVE_N, dim, True, 0.1, Stage.UNMASK)
+
+
+def case_of(row: dict[str, Any]) -> Case:
+    """The case a result row was measured on."""
+    stage = Stage(row["dropout_stage"]) if row["dropout_stage"] else None
+    return Case(row["n"], row["dim"], row.get("case_complete", row["k"] == row["n"] - 1), row["dropout"], stage)
 
 
 def config_for(case: Case) -> RoundConfig:
@@ -207,6 +213,7 @@ def measure_ours(case: Case, repeats: int, *, keep_inputs: bool, profile: bool) 
         "k": cfg.k,
         "t": cfg.t,
         "complete_graph": cfg.is_complete_graph,
+        "case_complete": case.complete,
         "dropout": case.dropout,
         "dropout_stage": case.stage.value if case.stage else None,
         "dropped": sorted(first["drop"]),
@@ -229,8 +236,22 @@ def measure_ours(case: Case, repeats: int, *, keep_inputs: bool, profile: bool) 
     return OursRun(row, first["inputs"], first["drop"], first["survivors"], first["mean"], first["true_mean"])
 
 
-def profile_round(case: Case, top: int = 14) -> list[dict[str, Any]]:
-    """cProfile of one more round of ours: the functions with the most own time."""
+# Where ours spends its time, by kind of work (cProfile own time, matched on file and function names).
+BUCKETS = (
+    ("AES-CTR keystream (masks, rounding randomness)", ("update_into", "create_encryption_ctx", "CipherContext")),
+    ("ring add/sub kernels", ("ring.py",)),
+    ("mask expansion glue (PRG keys, chunk loop)", ("prg.py",)),
+    ("X25519 key agreement", ("x25519", "keys.py")),
+    ("HKDF", ("HKDF", "kdf.py")),
+    ("AEAD (share encryption)", ("aead.py", "AESGCM", "ChaCha20")),
+    ("Shamir", ("shamir.py", "field.py")),
+    ("quantise / dequantise", ("quantise.py",)),
+)
+OTHER = "protocol, messages, checks (Python)"
+
+
+def profile_round(case: Case, top: int = 14) -> dict[str, Any]:
+    """cProfile of one more round of ours: own time by kind of work, and the functions with the most own time."""
     setup = build(config_for(case), seed=0, dropout=case.dropout, stage=case.stage)
     prof = cProfile.Profile()
     prof.enable()
@@ -239,11 +260,18 @@ def profile_round(case: Case, top: int = 14) -> list[dict[str, Any]]:
     stats = pstats.Stats(prof)
     total = max(stats.total_tt, 1e-12)  # type: ignore[attr-defined]
     rows = []
+    buckets = {name: 0.0 for name, _ in BUCKETS} | {OTHER: 0.0}
     for (file, line, func), (_cc, calls, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{Path(file).name}:{line}({func})" if line else func
         rows.append({"function": where, "calls": calls, "own_s": tt, "cum_s": ct, "own_share": tt / total})
+        bucket = next((name for name, pats in BUCKETS if any(p in where for p in pats)), OTHER)
+        buckets[bucket] += tt
     rows.sort(key=lambda r: -r["own_s"])
-    return rows[:top]
+    return {
+        "profiled_s": total,
+        "buckets": {k: {"own_s": v, "share": v / total} for k, v in buckets.items()},
+        "top": rows[:top],
+    }
 
 
 def compare_flower(python: Path, case: Case, ours: OursRun, repeats: int, log: Any = print) -> dict[str, Any]:
@@ -381,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text())
+        if args.profile:
+            for row in result["workloads"]:
+                if "skipped" not in row:
+                    print(f"profiling {row['workload']} [{row['config']}]", flush=True)
+                    row["profile"] = profile_round(case_of(row))
+            args.from_json.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
         docs = args.docs_dir or (args.results_dir / "quick" if result["quick"] else DOCS_DIR)
         docs.mkdir(parents=True, exist_ok=True)
         print(f"wrote {report.write_docs(result, docs)}")
@@ -417,8 +451,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {label}: skipped, needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available")
             return {"config": case.key, "n": case.n, "dim": case.dim, "skipped": "memory"}
         want_flower = python is not None and flower_repeats > 0
+        flower_skipped = None
         if want_flower and avail is not None and flower_memory_estimate(case) > 0.7 * avail:
             want_flower = False
+            flower_skipped = f"memory: needs ~{flower_memory_estimate(case) / 2**30:.0f} GiB"
+            log(f"  {label}: Flower skipped ({flower_skipped}, {avail / 2**30:.0f} GiB available)")
         log(f"  {label}: ours, {repeats} round(s) [{case.key}]")
         ours = measure_ours(case, repeats, keep_inputs=want_flower, profile=profile)
         row = ours.row
@@ -426,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             f"    ours {row['ours_s']:.3f} s, floor {row['floor_s']:.3f} s ({row['ratio_to_floor']:.2f} x), "
             f"exact: {row['exact']}"
         )
+        if flower_skipped:
+            row["flower_skipped"] = flower_skipped
         if want_flower:
             assert python is not None
             log(f"  {label}: Flower {fl.FLWR_VERSION}, {flower_repeats} round(s)")

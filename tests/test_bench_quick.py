@@ -44,8 +44,10 @@ def test_workload_shapes_match_the_design(quick_result: tuple[dict, Path]) -> No
     rows = {r["workload"]: r for r in quick_result[0]["workloads"]}
     assert rows["W1"]["k"] == 22 and rows["W1"]["dropped"] == []
     assert rows["W2"]["complete_graph"] and rows["W2"]["dropout_stage"] == "unmask"
-    assert len(rows["W2"]["dropped"]) == 1 and rows["W2"]["survivors"] == 9
+    # dropped after sending its masked input: still in the sum (its self mask is reconstructed)
+    assert len(rows["W2"]["dropped"]) == 1 and rows["W2"]["survivors"] == 10
     assert not rows["W3"]["complete_graph"] and rows["W3"]["dropout_stage"] == "masked-input"
+    assert rows["W3"]["survivors"] == 90  # dropped before masked input: out of the sum
     assert rows["W4"]["complete_graph"] and rows["W4"]["k"] == rows["W4"]["n"] - 1
     assert len(rows["W5"]["dropped"]) == rows["W5"]["n"] // 10
 
