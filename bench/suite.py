@@ -375,8 +375,12 @@ def machine_info() -> dict[str, Any]:
     mem = None
     with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     return {
         "when": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": proc.stdout.strip() or None,
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(mem / 2**30, 1) if mem else None,
