@@ -92,14 +92,37 @@ ServerEvent = Send | Audit
 @dataclass(frozen=True, eq=False)
 class AggregateResult:
     """The round's output: the exact ring sum over `survivors` and, for quantised rounds, their weighted mean
-    (None when the round's encoding is "integers": the caller decodes the ring sum itself)."""
+    (None when the round's encoding is "integers": the caller decodes the ring sum itself).
+
+    The mean is decoded when first read (float32, block by block), or straight into a caller's buffer with
+    `mean_into` (e.g. a memory-mapped file), so the server never needs more than the accumulator in memory.
+    """
 
     session_id: bytes
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     sum: NDArray[Any]
     total_weight: int
-    mean: NDArray[np.float32] | None
+    clip: float = 1.0
+    bits: int = 16
+    encoding: str = "quantised"
+
+    def mean_into(self, out: NDArray[np.float32]) -> None:
+        """Write the weighted mean into out (float32, length D), block by block."""
+        if self.encoding != "quantised":
+            raise ConfigurationError("an 'integers' round has no mean: decode its ring sum")
+        for lo in range(0, self.sum.shape[0], _DECODE_BLOCK):
+            hi = min(lo + _DECODE_BLOCK, self.sum.shape[0])
+            out[lo:hi] = dequantise(self.sum[lo:hi], self.total_weight, self.clip, self.bits)
+
+    @functools.cached_property
+    def mean(self) -> NDArray[np.float32] | None:
+        """The example-weighted mean of the survivors' clipped inputs (None for an 'integers' round)."""
+        if self.encoding != "quantised":
+            return None
+        out = np.empty(self.sum.shape[0], dtype=np.float32)
+        self.mean_into(out)
+        return out
 
 
 @dataclass
@@ -516,17 +539,10 @@ class ServerSession:
         total_weight = int(acc[-1])
         if not 1 <= total_weight <= len(self._u3) * cfg.max_weight:
             raise RoundAborted("BAD_AGGREGATE", "total weight outside its possible range")
-        mean = None
-        if cfg.encoding == "quantised":
-            # float32, block by block: the decoded mean costs one model's bytes beside the accumulator
-            mean = np.empty(cfg.dim, dtype=np.float32)
-            try:
-                for lo in range(0, cfg.dim, _DECODE_BLOCK):
-                    hi = min(lo + _DECODE_BLOCK, cfg.dim)
-                    mean[lo:hi] = dequantise(acc[lo:hi], total_weight, cfg.clip, cfg.bits)
-            except ConfigurationError:
-                raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach") from None
-        self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, mean)
+        if cfg.encoding == "quantised" and cfg.dim and int(acc[:-1].max()) > total_weight * ((1 << cfg.bits) - 1):
+            # no honest set of inputs reaches this (a client cheated with its masked vector)
+            raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach")
+        self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, cfg.clip, cfg.bits, cfg.encoding)
         self.state = ServerState.DONE
         self.deadline = float("inf")
         out.append(self._audit("round-completed", detail=f"survivors={len(self._u3)} dropped={len(dropped)}"))

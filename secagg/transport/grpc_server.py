@@ -359,8 +359,13 @@ class AggregationServer:
         out_dir.mkdir(parents=True, exist_ok=True)
         if res is not None:
             np.save(out_dir / f"round-{config.round}.sum.npy", res.sum)
-            if res.mean is not None:
-                np.save(out_dir / f"round-{config.round}.mean.npy", res.mean)
+            if config.encoding == "quantised":  # decoded straight into the file: no second model in memory
+                mean = np.lib.format.open_memmap(
+                    out_dir / f"round-{config.round}.mean.npy", mode="w+", dtype=np.float32, shape=(config.dim,)
+                )
+                res.mean_into(mean)
+                mean.flush()
+                del mean
         (out_dir / f"round-{config.round}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
