@@ -107,13 +107,13 @@ class AggregateResult:
     bits: int = 16
     encoding: str = "quantised"
 
-    def mean_into(self, out: NDArray[np.float32]) -> None:
-        """Write the weighted mean into out (float32, length D), block by block."""
+    def mean_into(self, out: NDArray[np.float32], start: int = 0) -> None:
+        """Write mean[start : start + len(out)] into out (float32), decoding block by block."""
         if self.encoding != "quantised":
             raise ConfigurationError("an 'integers' round has no mean: decode its ring sum")
-        for lo in range(0, self.sum.shape[0], _DECODE_BLOCK):
-            hi = min(lo + _DECODE_BLOCK, self.sum.shape[0])
-            out[lo:hi] = dequantise(self.sum[lo:hi], self.total_weight, self.clip, self.bits)
+        for lo in range(0, out.shape[0], _DECODE_BLOCK):
+            hi = min(lo + _DECODE_BLOCK, out.shape[0])
+            out[lo:hi] = dequantise(self.sum[start + lo : start + hi], self.total_weight, self.clip, self.bits)
 
     @functools.cached_property
     def mean(self) -> NDArray[np.float32] | None:

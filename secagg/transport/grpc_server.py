@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -359,14 +360,21 @@ class AggregationServer:
         out_dir.mkdir(parents=True, exist_ok=True)
         if res is not None:
             np.save(out_dir / f"round-{config.round}.sum.npy", res.sum)
-            if config.encoding == "quantised":  # decoded straight into the file: no second model in memory
-                mean = np.lib.format.open_memmap(
-                    out_dir / f"round-{config.round}.mean.npy", mode="w+", dtype=np.float32, shape=(config.dim,)
-                )
-                res.mean_into(mean)
-                mean.flush()
-                del mean
+            if config.encoding == "quantised":  # decoded block by block into the file: no second model in memory
+                _write_mean(out_dir / f"round-{config.round}.mean.npy", res)
         (out_dir / f"round-{config.round}.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _write_mean(path: Path, res: AggregateResult, block: int = 1 << 20) -> None:
+    """Write the aggregate's mean as a float32 .npy file, decoding one block at a time."""
+    n = res.sum.shape[0]
+    buf = np.empty(min(block, max(n, 1)), dtype=np.float32)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
+            res.mean_into(buf[: hi - lo], lo)
+            f.write(buf[: hi - lo].astype("<f4", copy=False).tobytes())
 
 
 class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
