@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-
-import numpy as np
 
 from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.errors import ConfigurationError, RoundAborted
@@ -226,15 +224,3 @@ def run_federated(
         if on_round is not None:
             on_round(rep)
     return reports
-
-
-def with_settings(federation: InProcessFederation, **changes: Any) -> InProcessFederation:
-    """A copy of an in-process federation's settings with changes (e.g. another mode)."""
-    federation.settings = replace(federation.settings, **changes)
-    return federation
-
-
-def weighted_mean_accuracy(results: list[tuple[float, float, int]]) -> float:
-    """Example-weighted mean accuracy."""
-    total = sum(n for _, _, n in results)
-    return float(np.sum([a * n for _, a, n in results]) / total)

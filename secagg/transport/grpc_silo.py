@@ -14,7 +14,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -260,13 +259,3 @@ ROUNDING_LABEL = b"secagg/v1/silo/rounding"
 def rounding_seed(seed: int, round_: int) -> bytes:
     """The stochastic-rounding seed of a seeded silo in a round (tests recompute its quantised input)."""
     return seed.to_bytes(16, "big") + round_.to_bytes(8, "big")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """Poll predicate until it holds or timeout passes (for command-line tools and tests)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
