@@ -121,9 +121,7 @@ def startup_costs() -> dict[str, Any]:
 
 def main() -> None:
     """Run the three measurements, print a table, write the JSON."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dim", type=int, default=1_000_000)
     parser.add_argument("--peers", type=int, default=22)
     parser.add_argument("--repeats", type=int, default=7)
@@ -173,14 +171,10 @@ def main() -> None:
         label = "(a) floor: CTR + numpy add" if k == "floor" else f"(b) accumulate, {k}"
         print(f"{label:<40}{v * 1e3:>12.2f}{v * 1e3 / peers:>14.3f}{v / med['floor']:>10.3f}")
     for k, v in other.items():
-        print(
-            f"{'    accumulate, ' + k:<40}{v * 1e3:>12.2f}{v * 1e3 / peers:>14.3f}{v / med['floor']:>10.3f}"
-        )
+        print(f"{'    accumulate, ' + k:<40}{v * 1e3:>12.2f}{v * 1e3 / peers:>14.3f}{v / med['floor']:>10.3f}")
     for k, v in kernel_ms.items():
         print(f"{'    kernel ' + k:<40}{v * 1e3:>12.3f}")
-    print(
-        f"ratio (b)/(a) at the default chunk ({DEFAULT_CHUNK_ELEMS} elements): {ratio:.3f}  (target <= 1.2)"
-    )
+    print(f"ratio (b)/(a) at the default chunk ({DEFAULT_CHUNK_ELEMS} elements): {ratio:.3f}  (target <= 1.2)")
 
     result: dict[str, Any] = {
         "dim": dim,
@@ -206,9 +200,7 @@ def main() -> None:
         for name in start["cold"]["first_call_s"]:
             cold, warm = start["cold"]["first_call_s"][name], start["warm"]["first_call_s"][name]
             print(f"    first call {name:<27}{cold:>10.5f}{warm:>12.5f}")
-        print(
-            f"    {'whole process':<38}{start['cold']['process_s']:>10.3f}{start['warm']['process_s']:>12.3f}"
-        )
+        print(f"    {'whole process':<38}{start['cold']['process_s']:>10.3f}{start['warm']['process_s']:>12.3f}")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

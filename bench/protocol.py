@@ -47,9 +47,7 @@ class Workload:
 
 WORKLOADS = {
     "W2": Workload("W2", 10, 1_000_000, True, 0.1, Stage.UNMASK, 1.46, ">= 10x faster than Flower"),
-    "W3": Workload(
-        "W3", 100, 100_000, False, 0.1, Stage.MASKED_INPUT, 17.1, "<= 0.3 s, >= 50x faster than Flower"
-    ),
+    "W3": Workload("W3", 100, 100_000, False, 0.1, Stage.MASKED_INPUT, 17.1, "<= 0.3 s, >= 50x faster than Flower"),
     "W4": Workload("W4", 100, 100_000, True, 0.1, Stage.MASKED_INPUT, 226.0, ">= 100x faster than Flower"),
     "W5": Workload("W5", 1000, 100_000, False, 0.1, Stage.MASKED_INPUT, 159.0, "<= 1.5x floor"),
 }
@@ -152,8 +150,7 @@ def main() -> None:
         rows.append(run_workload(table[wid], reps))
     print()
     print(
-        "| workload | n | D | k | t | ours (s) | floor (s) | ours / floor "
-        "| Flower 1.42 anchor (s) | speed-up | exact |"
+        "| workload | n | D | k | t | ours (s) | floor (s) | ours / floor | Flower 1.42 anchor (s) | speed-up | exact |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

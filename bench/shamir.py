@@ -86,17 +86,13 @@ def compile_cost() -> dict[str, dict[str, float]]:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         env.pop("NUMBA_DISABLE_JIT", None)
         for label in ("cold_cache", "warm_cache"):
-            res = subprocess.run(
-                [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True
-            )
+            res = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True)
             out[label] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per measurement")
     parser.add_argument("--no-compile", action="store_true", help="skip the fresh-interpreter compile runs")
     args = parser.parse_args()
@@ -125,12 +121,8 @@ def main() -> None:
         server_reconstruct, args.repeat, setup=shamir._lagrange_sorted.cache_clear
     )
     results["split_plus_reconstruct_warm"] = timeit_ms(both, args.repeat)
-    results["split_plus_reconstruct_cold"] = timeit_ms(
-        both, args.repeat, setup=shamir._lagrange_sorted.cache_clear
-    )
-    results["split_many_2_arrays_only"] = timeit_ms(
-        lambda: shamir.split_many(secrets, xs, T, rng), args.repeat
-    )
+    results["split_plus_reconstruct_cold"] = timeit_ms(both, args.repeat, setup=shamir._lagrange_sorted.cache_clear)
+    results["split_many_2_arrays_only"] = timeit_ms(lambda: shamir.split_many(secrets, xs, T, rng), args.repeat)
 
     batch = [SecretBytes(os.urandom(32)) for _ in range(S_BATCH)]
     ys = shamir.split_many(batch, xs, T, rng)[:, :T, :].copy()
@@ -149,13 +141,9 @@ def main() -> None:
     xarr = np.arange(1, N + 1, dtype=np.uint32)
     lam = shamir.lagrange_coefficients(bxs)
     results["kernel_horner_2x16_t51_n100"] = timeit_ms(lambda: field.horner_eval(coeffs, xarr), args.repeat)
-    results["twin_horner_2x16_t51_n100"] = timeit_ms(
-        lambda: field.horner_eval_reference(coeffs, xarr), args.repeat
-    )
+    results["twin_horner_2x16_t51_n100"] = timeit_ms(lambda: field.horner_eval_reference(coeffs, xarr), args.repeat)
     results["kernel_combine_200x51x16"] = timeit_ms(lambda: field.lagrange_combine(lam, ys), args.repeat)
-    results["twin_combine_200x51x16"] = timeit_ms(
-        lambda: field.lagrange_combine_reference(lam, ys), args.repeat
-    )
+    results["twin_combine_200x51x16"] = timeit_ms(lambda: field.lagrange_combine_reference(lam, ys), args.repeat)
 
     print(f"Shamir GF(2^31-1), n={N}, t={T}; {args.repeat} timed calls each; per call, milliseconds")
     print(f"{'measurement':<36}{'median':>10}{'min':>10}{'p90':>10}")

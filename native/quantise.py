@@ -200,9 +200,7 @@ def quantise(
         or not out.flags.writeable
     ):
         raise ConfigurationError(f"out must be a writeable C-contiguous {dtype.name} array of x's length")
-    quantise_kernel(
-        np.ascontiguousarray(x), c, np.uint64(qmax), np.uint64(w), np.ascontiguousarray(rand), out
-    )
+    quantise_kernel(np.ascontiguousarray(x), c, np.uint64(qmax), np.uint64(w), np.ascontiguousarray(rand), out)
     return out
 
 

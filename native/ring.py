@@ -235,9 +235,7 @@ def fill_rejection_blocks_reference(
     """Twin of fill_rejection_blocks."""
     for t in range(int(k)):
         i = int(first) + int(pending[t])
-        blocks[16 * t : 16 * t + 16] = np.frombuffer(
-            int(j).to_bytes(8, "big") + i.to_bytes(8, "big"), np.uint8
-        )
+        blocks[16 * t : 16 * t + 16] = np.frombuffer(int(j).to_bytes(8, "big") + i.to_bytes(8, "big"), np.uint8)
 
 
 def select_rejection_reference(
@@ -284,15 +282,9 @@ def select_kernel(modulus: int, sign: int) -> tuple[Any, np.unsignedinteger[Any]
     wide = dtype == np.uint64
     kernel: Any
     if modulus & (modulus - 1) == 0:
-        kernel = (
-            (add_pow2_u64 if sign > 0 else sub_pow2_u64)
-            if wide
-            else (add_pow2_u32 if sign > 0 else sub_pow2_u32)
-        )
+        kernel = (add_pow2_u64 if sign > 0 else sub_pow2_u64) if wide else (add_pow2_u32 if sign > 0 else sub_pow2_u32)
         return kernel, (np.uint64(modulus - 1) if wide else np.uint32(modulus - 1))
-    kernel = (
-        (add_mod_u64 if sign > 0 else sub_mod_u64) if wide else (add_mod_u32 if sign > 0 else sub_mod_u32)
-    )
+    kernel = (add_mod_u64 if sign > 0 else sub_mod_u64) if wide else (add_mod_u32 if sign > 0 else sub_mod_u32)
     return kernel, np.uint64(modulus)
 
 

@@ -145,9 +145,7 @@ def test_permutation_is_deterministic_and_seed_dependent() -> None:
 
 def _reference_permutation(n: int, seed: bytes) -> list[int]:
     """The shuffle exactly as the module docstring specifies it, written independently."""
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"secagg/v1/graph/permutation").derive(
-        seed
-    )
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"secagg/v1/graph/permutation").derive(seed)
     stream = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor().update(b"\x00" * (8 * n + 64))
     words = iter(struct.unpack(f">{len(stream) // 4}I", stream))
     perm = list(range(n))

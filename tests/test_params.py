@@ -130,9 +130,7 @@ def test_port_reproduces_fcp_table(
 
 
 @pytest.mark.parametrize(("n", "gamma", "delta", "mode", "k", "t"), FCP_TABLE)
-def test_derived_params_against_fcp_table(
-    n: int, gamma: float, delta: float, mode: Mode, k: int, t: int
-) -> None:
+def test_derived_params_against_fcp_table(n: int, gamma: float, delta: float, mode: Mode, k: int, t: int) -> None:
     ours = _harary(n, gamma, delta, mode)
     if mode == SEMI_HONEST:
         assert ours == (k, t)

@@ -122,14 +122,10 @@ def test_accumulate_adds_and_subtracts_the_expanded_mask(modulus: int) -> None:
     base = ring.reduce(list(range(1000, 1500)))
     plus = base.copy()
     expander.accumulate(plus, SEED, +1, 5)
-    assert plus.tolist() == [
-        (int(a) + int(b)) % modulus for a, b in zip(base.tolist(), mask.tolist(), strict=True)
-    ]
+    assert plus.tolist() == [(int(a) + int(b)) % modulus for a, b in zip(base.tolist(), mask.tolist(), strict=True)]
     minus = base.copy()
     expander.accumulate(minus, SEED, -1, 5)
-    assert minus.tolist() == [
-        (int(a) - int(b)) % modulus for a, b in zip(base.tolist(), mask.tolist(), strict=True)
-    ]
+    assert minus.tolist() == [(int(a) - int(b)) % modulus for a, b in zip(base.tolist(), mask.tolist(), strict=True)]
 
 
 @pytest.mark.parametrize("modulus", [3, 1000003, (1 << 31) + 1, (1 << 61) - 1, (3 << 40) + 1])

@@ -25,9 +25,7 @@ FLOATS = st.floats(width=32, allow_nan=True, allow_infinity=True)
     wide=st.booleans(),
     data=st.data(),
 )
-def test_quantise_kernel_equals_twin(
-    x: np.ndarray, clip: float, bits: int, wide: bool, data: st.DataObject
-) -> None:
+def test_quantise_kernel_equals_twin(x: np.ndarray, clip: float, bits: int, wide: bool, data: st.DataObject) -> None:
     qmax = (1 << bits) - 1
     limit = (1 << 64) - 1 if wide else (1 << 32) - 1
     if qmax > limit:
@@ -53,9 +51,7 @@ def test_quantise_kernel_equals_twin(
     total=st.integers(1, 10_000),
     data=st.data(),
 )
-def test_dequantise_kernel_equals_twin(
-    bits: int, wide: bool, clip: float, total: int, data: st.DataObject
-) -> None:
+def test_dequantise_kernel_equals_twin(bits: int, wide: bool, clip: float, total: int, data: st.DataObject) -> None:
     dtype = np.uint64 if wide else np.uint32
     sums = data.draw(hnp.arrays(dtype, st.integers(0, 50)))
     qmax = (1 << bits) - 1
@@ -70,9 +66,7 @@ def _rand(n: int, seed: int) -> np.ndarray:
     return random_uint32(DeterministicRandom(seed), n).copy()
 
 
-@pytest.mark.parametrize(
-    ("bits", "modulus"), [(1, 1 << 32), (4, 1 << 32), (16, 1 << 32), (30, 1 << 64), (52, 1 << 64)]
-)
+@pytest.mark.parametrize(("bits", "modulus"), [(1, 1 << 32), (4, 1 << 32), (16, 1 << 32), (30, 1 << 64), (52, 1 << 64)])
 def test_round_trip_within_one_step(bits: int, modulus: int) -> None:
     clip = 2.0
     x = np.linspace(-3.0, 3.0, 5001, dtype=np.float32)

@@ -62,9 +62,7 @@ def operands(draw: st.DrawFn, family: int) -> tuple[int, np.ndarray, np.ndarray]
     pow2 = m & (m - 1) == 0
     top = int(np.iinfo(dtype).max) if pow2 else m - 1
     # Bias towards the edges, where carries and borrows happen.
-    elem = st.one_of(
-        st.integers(0, top), st.sampled_from([0, 1, top, top - 1, m - 1]).filter(lambda v: v <= top)
-    )
+    elem = st.one_of(st.integers(0, top), st.sampled_from([0, 1, top, top - 1, m - 1]).filter(lambda v: v <= top))
     n = draw(st.integers(0, 40))
     a = draw(hnp.arrays(dtype, n, elements=elem))
     b = draw(hnp.arrays(dtype, n, elements=elem))
@@ -85,9 +83,7 @@ def test_kernels_equal_twins(family: int, data: st.DataObject) -> None:
         twin(want, b, arg)
         assert got.tolist() == want.tolist()
         # And both are the exact modular result.
-        assert got.tolist() == [
-            (int(u) + sign * int(v)) % m for u, v in zip(a.tolist(), b.tolist(), strict=True)
-        ]
+        assert got.tolist() == [(int(u) + sign * int(v)) % m for u, v in zip(a.tolist(), b.tolist(), strict=True)]
 
 
 @pytest.mark.parametrize(
@@ -151,9 +147,7 @@ def test_default_rings() -> None:
     assert RING_2_64.modulus == 1 << 64 and RING_2_64.dtype == np.uint64
 
 
-@pytest.mark.parametrize(
-    "bad", [0, 1, -4, (1 << 63) + 1, (1 << 64) - 1, 1 << 65, 3 << 62, True, 2.0, "4", None]
-)
+@pytest.mark.parametrize("bad", [0, 1, -4, (1 << 63) + 1, (1 << 64) - 1, 1 << 65, 3 << 62, True, 2.0, "4", None])
 def test_bad_modulus_refused(bad: Any) -> None:
     with pytest.raises(ConfigurationError):
         Ring(bad)

@@ -204,9 +204,7 @@ def test_A3_participant_outside_the_neighbourhood_aborts(mode: Mode) -> None:
     setup = new_round(cfg, seed=105)
     hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(VICTIM)
     stranger = min(set(cfg.participants) - hood - {VICTIM})
-    lie = _rewrite_to(
-        VICTIM, UnmaskRequest, lambda m: dataclasses.replace(m, dropped=_with(m.dropped, stranger))
-    )
+    lie = _rewrite_to(VICTIM, UnmaskRequest, lambda m: dataclasses.replace(m, dropped=_with(m.dropped, stranger)))
     _, wire = play(setup, to_client=lie)
     assert_aborted(setup.clients[VICTIM], "BAD_PARTITION", wire)
     assert_exact_sum(setup, cfg.participants)
@@ -217,9 +215,7 @@ def test_A3_survivors_below_the_minimum_aggregate_abort(mode: Mode) -> None:
     """Complete graph: a partition leaving t survivors but fewer than the minimum aggregate size (the
     round's and this silo's, 5) is refused as well: no share for a sum over too few silos."""
     cfg = round_config(N, mode=mode, t=T, min_aggregate=5)
-    policy = ClientPolicy(
-        corrupt_fraction=0, dropout_fraction=0, require_derived_degree=False, min_aggregate=5
-    )
+    policy = ClientPolicy(corrupt_fraction=0, dropout_fraction=0, require_derived_degree=False, min_aggregate=5)
     setup = new_round(cfg, seed=106, policy=policy)
 
     def shrink(msg: UnmaskRequest) -> UnmaskRequest:
@@ -300,9 +296,7 @@ def test_A4_different_survivor_sets_for_different_clients_abort(forgery: str) ->
 
         requests = {
             "own-set-too-few-signatures": UnmaskRequest(sid, alive, (A4_TARGET,), shown_b, sig(*A4_GROUP_B)),
-            "own-set-foreign-signature": UnmaskRequest(
-                sid, alive, (A4_TARGET,), shown_b, sig(1, *A4_GROUP_B)
-            ),
+            "own-set-foreign-signature": UnmaskRequest(sid, alive, (A4_TARGET,), shown_b, sig(1, *A4_GROUP_B)),
             "own-set-signature-from-outsider": UnmaskRequest(
                 sid, alive, (A4_TARGET,), shown_b, sig(*A4_GROUP_B, A4_TARGET)
             ),
@@ -347,9 +341,7 @@ def _a5_substitute(how: str, setup: Any, peer: int) -> Callable[[KeysBroadcast],
             new = dataclasses.replace(old, enc_public=attacker.public_bytes)
         else:
             signer = outsider if how == "signed-by-non-roster-key" else setup.clients[2]._identity
-            payload = recipes.advertisement_payload(
-                msg.round_tag, peer, old.enc_public, attacker.public_bytes
-            )
+            payload = recipes.advertisement_payload(msg.round_tag, peer, old.enc_public, attacker.public_bytes)
             sig = signer.sign(payload, context=recipes.SIG_ADVERTISE)
             new = KeyAdvertisement(peer, old.enc_public, attacker.public_bytes, sig)
         return resigned_broadcast(msg, {peer: new})
@@ -446,9 +438,7 @@ A7_POLICY = ClientPolicy(
     require_derived_degree=True,
     expected_dim=5,
 )
-A7_HONEST = round_config(
-    10, dim=5, t=3, min_aggregate=3, clip=1.0, dp_noise_multiplier=0.5, run_id="a7", round=3
-)
+A7_HONEST = round_config(10, dim=5, t=3, min_aggregate=3, clip=1.0, dp_noise_multiplier=0.5, run_id="a7", round=3)
 
 A7_DOWNGRADES: dict[str, tuple[dict[str, Any], str]] = {
     "threshold": ({"t": 2}, "THRESHOLD"),

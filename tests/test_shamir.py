@@ -329,9 +329,7 @@ def test_split_parameter_errors(xs: Any, t: Any, match: str) -> None:
         shamir.split(SecretBytes(bytes(32)), xs, t, DeterministicRandom(0))
 
 
-@pytest.mark.parametrize(
-    "secret", [SecretBytes(bytes(31)), SecretBytes(bytes(33)), SecretBytes(b""), bytes(32)]
-)
+@pytest.mark.parametrize("secret", [SecretBytes(bytes(31)), SecretBytes(bytes(33)), SecretBytes(b""), bytes(32)])
 def test_split_refuses_bad_secrets(secret: Any) -> None:
     with pytest.raises(ShamirError):
         shamir.split_many([SecretBytes(bytes(32)), secret], [1, 2], 2, DeterministicRandom(0))
@@ -481,9 +479,7 @@ def test_lagrange_coefficients_follow_the_given_order_and_cache_is_safe() -> Non
 
 @settings(max_examples=15, deadline=None)
 @given(data=st.data(), secret=SECRET, seed=st.integers(0, 2**32))
-def test_split_and_reconstruct_agree_with_galois(
-    gf: Any, data: st.DataObject, secret: bytes, seed: int
-) -> None:
+def test_split_and_reconstruct_agree_with_galois(gf: Any, data: st.DataObject, secret: bytes, seed: int) -> None:
     n = data.draw(st.integers(2, 10), label="n")
     t = data.draw(st.integers(1, n), label="t")
     xs = data.draw(st.lists(FIELD_X, min_size=n, max_size=n, unique=True), label="xs")
@@ -524,9 +520,7 @@ SHAPE3_EMPTY_OK = hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=
 
 @settings(max_examples=40, deadline=None)
 @given(
-    coeffs=hnp.arrays(
-        np.uint32, hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=5), elements=ELEMENT
-    ),
+    coeffs=hnp.arrays(np.uint32, hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=5), elements=ELEMENT),
     xs=hnp.arrays(np.uint32, st.integers(0, 6), elements=ELEMENT),
 )
 def test_horner_eval_equals_twin(coeffs: Any, xs: Any) -> None:
@@ -539,9 +533,7 @@ def test_horner_eval_equals_twin(coeffs: Any, xs: Any) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    ys=hnp.arrays(
-        np.uint32, hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=6), elements=ELEMENT
-    ),
+    ys=hnp.arrays(np.uint32, hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=6), elements=ELEMENT),
     data=st.data(),
 )
 def test_lagrange_combine_equals_twin(ys: Any, data: st.DataObject) -> None:

@@ -37,9 +37,7 @@ def _quantise_case(
     }
 
 
-def _dequantise_case(
-    sums: list[int], total_weight: int, clip: float, bits: int, modulus: int
-) -> dict[str, object]:
+def _dequantise_case(sums: list[int], total_weight: int, clip: float, bits: int, modulus: int) -> dict[str, object]:
     dtype = np.uint32 if modulus <= 1 << 32 else np.uint64
     out = dequantise(np.array(sums, dtype=dtype), total_weight, clip, bits)
     return {
