@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -52,6 +53,20 @@ class DeterministicRandom(NoPickle):
         """Return the next n bytes of the stream."""
         return self._enc.update(bytes(n))
 
+    def fill(self, out: np.ndarray) -> None:
+        """Overwrite out (a writable uint8 array) with the next len(out) bytes of the stream, in place.
+
+        The same bytes random_bytes(len(out)) would return, without allocating them (bulk randomness).
+        """
+        n = out.shape[0]
+        done = 0
+        while done < n:
+            m = min(n - done, _FILL_BLOCK)
+            tmp = _fill_buffer()
+            self._enc.update_into(_ZEROS[:m], tmp)  # update_into wants room for len(in) + 15 bytes
+            out[done : done + m] = np.frombuffer(tmp, dtype=np.uint8, count=m)
+            done += m
+
     def fork(self, label: bytes) -> DeterministicRandom:
         """A child stream, independent of this one, named by label (used to give each party its own)."""
         return DeterministicRandom(self.random_bytes(32), label=b"secagg/v1/fork/" + label)
@@ -61,5 +76,23 @@ class DeterministicRandom(NoPickle):
 
 
 def random_uint32(rng: RandomSource, n: int) -> np.ndarray:
-    """n uniform uint32 words from rng (used for stochastic rounding)."""
+    """n uniform uint32 words from rng (used for stochastic rounding): the next 4n bytes, little-endian."""
+    if isinstance(rng, DeterministicRandom):
+        out = np.empty(n, dtype="<u4")
+        rng.fill(out.view(np.uint8))
+        return out.astype(np.uint32, copy=False)
     return np.frombuffer(bytearray(rng.random_bytes(4 * n)), dtype="<u4").astype(np.uint32, copy=False)
+
+
+_FILL_BLOCK = 1 << 18
+_ZEROS = memoryview(bytes(_FILL_BLOCK))
+_FILL_LOCAL = threading.local()
+
+
+def _fill_buffer() -> bytearray:
+    """A per-thread scratch buffer for DeterministicRandom.fill (keystream is copied out, then overwritten)."""
+    buf: bytearray | None = getattr(_FILL_LOCAL, "buf", None)
+    if buf is None:
+        buf = bytearray(_FILL_BLOCK + 16)
+        _FILL_LOCAL.buf = buf
+    return buf

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from secagg.crypto import aead, shamir
 from secagg.crypto.keys import IdentityKey, X25519KeyPair, load_peer_public, verify_signature
 from secagg.crypto.prg import MaskExpander
-from secagg.crypto.rng import RandomSource, random_uint32
+from secagg.crypto.rng import DeterministicRandom, RandomSource, random_uint32
 from secagg.crypto.secret import NoPickle, SecretBytes
 from secagg.errors import (
     AuthenticationError,
@@ -62,6 +62,7 @@ from secagg.ring import Ring
 log = logging.getLogger("secagg.client")
 
 _QUANTISE_BLOCK = 1 << 20
+_ROUNDING_LABEL = b"secagg/v1/client/stochastic-rounding"
 """Coordinates quantised per block (the stream of rounding words is the same as in one pass)."""
 
 
@@ -162,7 +163,9 @@ class ClientSession(NoPickle):
         self.proposal: RoundConfig | None = None
         self.session_id: bytes | None = None
         self._rng = rng
-        self._rounding_rng = rounding_rng if rounding_rng is not None else rng
+        # Stochastic rounding needs bulk randomness (4 bytes per coordinate): by default an AES-CTR stream
+        # seeded once from rng (the OS's CSPRNG reads far slower than the masks are made).
+        self._rounding_rng = rounding_rng
         self._identity = identity
         self._ledger: ContributionLedger = ledger if ledger is not None else MemoryLedger()
         self._input = input
@@ -429,6 +432,8 @@ class ClientSession(NoPickle):
                 if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
                     raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
                 # block by block, so the rounding randomness never costs a second model-sized buffer
+                if self._rounding_rng is None:
+                    self._rounding_rng = DeterministicRandom(self._rng.random_bytes(32), label=_ROUNDING_LABEL)
                 for lo in range(0, cfg.dim, _QUANTISE_BLOCK):
                     hi = min(lo + _QUANTISE_BLOCK, cfg.dim)
                     rand = random_uint32(self._rounding_rng, hi - lo)
