@@ -84,10 +84,11 @@ def kdf_info(purpose: str, sid: bytes, parties: list[int]) -> bytes:
 
 
 def config_by_hand(c: dict[str, Any]) -> bytes:
-    """SPEC.md 3.2, field by field."""
+    """SPEC.md 3.2, field by field: version 1 for "quantised", version 2 (the encoding's name appended) else."""
+    quantised = c["input_encoding"] == "quantised"
     return b"".join(
         [
-            struct.pack(">H", 1),
+            struct.pack(">H", 1 if quantised else 2),
             field(c["run_id"].encode()),
             u32(c["round"]),
             u32_list(c["participants"]),
@@ -103,6 +104,7 @@ def config_by_hand(c: dict[str, Any]) -> bytes:
             u32(c["min_aggregate"]),
             H(c["model_hash"]),
             field(c["dp_noise_multiplier"].encode()),
+            b"" if quantised else field(c["input_encoding"].encode()),
         ]
     )
 
@@ -124,6 +126,7 @@ def make_config(c: dict[str, Any]) -> RoundConfig:
         min_aggregate=c["min_aggregate"],
         model_hash=H(c["model_hash"]),
         dp_noise_multiplier=float(c["dp_noise_multiplier"]),
+        encoding=c["input_encoding"],
     )
 
 
@@ -153,7 +156,8 @@ def test_config_encoding_hash_and_round_tag(name: str) -> None:
     cfg = make_config(c)
     enc = H(c["encoding"])
     assert cfg.encode() == enc == config_by_hand(c)
-    assert RoundConfig.decode(enc) == cfg
+    assert enc[:2] == struct.pack(">H", 1 if cfg.encoding == "quantised" else 2)
+    assert RoundConfig.decode(enc) == cfg and cfg.encoding == c["input_encoding"]
     assert cfg.config_hash() == H(c["config_hash"]) == spec_digest("secagg/v1/config", enc)
     assert cfg.round_tag() == H(c["round_tag"]) == spec_digest("secagg/v1/round-tag", cfg.config_hash())
     assert repr(cfg.clip) == c["clip"] and repr(cfg.dp_noise_multiplier) == c["dp_noise_multiplier"]
@@ -165,6 +169,44 @@ def test_configs_cover_modes_moduli_and_float_forms() -> None:
     assert 1 << 64 in moduli and any(m & (m - 1) for m in moduli)  # 2^64 and a non power of two
     assert any("e" in c["clip"] or "e" in c["dp_noise_multiplier"] for c in CONFIGS.values())
     assert any(not c["run_id"].isascii() for c in CONFIGS.values())  # text lengths count UTF-8 bytes
+
+
+def test_configs_cover_both_encodings_and_versions() -> None:
+    assert {c["input_encoding"] for c in CONFIGS.values()} == {"quantised", "integers"}
+    versions = {H(c["encoding"])[:2] for c in CONFIGS.values()}
+    assert versions == {struct.pack(">H", 1), struct.pack(">H", 2)}
+
+
+def test_integers_config_differs_from_its_quantised_twin_and_has_its_own_capacity_rule() -> None:
+    c = CONFIGS["integers"]
+    enc = H(c["encoding"])
+    assert enc.endswith(field(b"integers"))
+    cfg = make_config(c)
+    assert cfg.modulus <= cfg.n * cfg.max_weight * (1 << cfg.bits)  # the quantised capacity rule would refuse it
+    with pytest.raises(ConfigurationError, match="ring capacity"):
+        make_config({**c, "input_encoding": "quantised"})
+    with pytest.raises(ConfigurationError, match="ring capacity"):  # integers: n * max_weight < modulus still holds
+        make_config({**c, "max_weight": cfg.modulus // cfg.n})
+    # The same fields read as version 1 are a quantised configuration, which this ring cannot hold.
+    with pytest.raises(ConfigurationError, match="ring capacity"):
+        RoundConfig.decode(struct.pack(">H", 1) + enc[2 : -len(field(b"integers"))])
+    assert cfg.config_hash() != H(CONFIGS["session"]["config_hash"])
+
+
+def test_a_version_2_config_must_name_a_non_quantised_encoding() -> None:
+    enc = H(CONFIGS["integers"]["encoding"])
+    body = enc[2 : -len(field(b"integers"))]
+    with pytest.raises(EncodingError, match="version 1"):
+        RoundConfig.decode(struct.pack(">H", 2) + body + field(b"quantised"))
+    with pytest.raises(ConfigurationError, match="encoding must be one of"):
+        RoundConfig.decode(struct.pack(">H", 2) + body + field(b"floats"))
+    with pytest.raises(EncodingError):  # version 2 without its encoding field
+        RoundConfig.decode(struct.pack(">H", 2) + body)
+    session = H(CONFIGS["session"]["encoding"])
+    with pytest.raises(EncodingError):  # version 1 with a trailing encoding field
+        RoundConfig.decode(session + field(b"integers"))
+    with pytest.raises(ConfigurationError, match="unknown RoundConfig version"):
+        RoundConfig.decode(struct.pack(">H", 3) + body + field(b"integers"))
 
 
 def test_a_non_canonical_config_encoding_is_refused() -> None:

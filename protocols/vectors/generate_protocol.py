@@ -6,14 +6,16 @@ inputs: private keys and seeds are fixed byte strings (written to the file, so a
 replay them without our DeterministicRandom), and the only other randomness (Shamir coefficients, the AEAD
 nonce) comes from seeded DeterministicRandom streams whose output is recorded too (the shares, the nonce).
 
-Pinned (SPEC.md section 15): RoundConfig encodings, config hashes and round tags (3.2, 3.3); the session id
+Pinned (SPEC.md section 15): RoundConfig encodings, config hashes and round tags (3.2, 3.3; three version-1
+"quantised" configurations and one version-2 "integers" one, whose `input_encoding` key is RoundConfig's
+`encoding` field, named so because `encoding` holds the canonical bytes as everywhere else); the session id
 of fixed advertisements and its preimage (7.1); the share-encryption key, associated data, plaintext and
 ciphertext of one share message (7.2, 7.3); the seed commitment (7.6); the pairwise mask seeds and signs
 (7.4; sign_first / sign_second: the sign with which the first / second party adds the pair's mask); both
 signed payloads with their context-bound signed bytes and Ed25519 signatures (6.4, 7.7); the digest of fixed
 round tasks (model_hash, section 14); and the canonical encoding of one message of each type (8.2; two for
-MaskedInputChunk, one per element width). Bytes are hex; integers that may exceed 2^53
-are decimal strings; floats are their canonical text (3.2).
+MaskedInputChunk, one per element width, and two for SetupRequest, one per RoundConfig version). Bytes are
+hex; integers that may exceed 2^53 are decimal strings; floats are their canonical text (3.2).
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def make_task(spec: dict[str, Any]) -> RoundTask:
 
 
 def config_specs() -> list[dict[str, Any]]:
-    """Three configurations: the session's (semi-honest, 2^32, bound to the fit task), a hardened 2^64 one
-    with a non-ASCII run id and scientific-notation floats, and one with a modulus that is not a power of two."""
+    """Four configurations: the session's (semi-honest, 2^32, bound to the fit task), a hardened 2^64 one
+    with a non-ASCII run id and scientific-notation floats, one with a modulus that is not a power of two, and
+    an "integers" one (version 2) in a ring too small for the quantised capacity rule (4 * 1 * 2^16 >= 2^16)."""
     return [
         {
             "name": "session",
@@ -107,6 +110,7 @@ def config_specs() -> list[dict[str, Any]]:
             "min_aggregate": 3,
             "model_hash": make_task(TASKS[0]).digest().hex(),
             "dp_noise_multiplier": "0.0",
+            "input_encoding": "quantised",
         },
         {
             "name": "hardened-2^64",
@@ -125,6 +129,7 @@ def config_specs() -> list[dict[str, Any]]:
             "min_aggregate": 2,
             "model_hash": (b"\x11" * 32).hex(),
             "dp_noise_multiplier": "1e-05",
+            "input_encoding": "quantised",
         },
         {
             "name": "prime-modulus",
@@ -143,6 +148,26 @@ def config_specs() -> list[dict[str, Any]]:
             "min_aggregate": 2,
             "model_hash": bytes(32).hex(),
             "dp_noise_multiplier": "0.5",
+            "input_encoding": "quantised",
+        },
+        {
+            "name": "integers",
+            "run_id": "ddp",
+            "round": 4,
+            "participants": [2, 5, 9, 11],
+            "mode": "semi-honest",
+            "k": 3,
+            "t": 3,
+            "graph_seed": fixed("graph-seed/integers").hex(),
+            "dim": 8,
+            "modulus": str(1 << 16),
+            "clip": "1.0",
+            "bits": 16,
+            "max_weight": 1,
+            "min_aggregate": 3,
+            "model_hash": fixed("model-hash/integers").hex(),
+            "dp_noise_multiplier": "0.0",
+            "input_encoding": "integers",
         },
     ]
 
@@ -165,6 +190,7 @@ def make_config(spec: dict[str, Any]) -> RoundConfig:
         min_aggregate=spec["min_aggregate"],
         model_hash=bytes.fromhex(spec["model_hash"]),
         dp_noise_multiplier=float(spec["dp_noise_multiplier"]),
+        encoding=spec["input_encoding"],
     )
 
 
@@ -339,6 +365,7 @@ def build() -> dict[str, object]:
     key_share_4_at_2 = bytes.fromhex(shares[4]["key_shares"][xs.index(2)])
     messages: list[tuple[str, Message]] = [
         ("SetupRequest", SetupRequest(cfg)),
+        ("SetupRequest/integers", SetupRequest(make_config(config_specs()[3]))),
         ("KeysBroadcast", KeysBroadcast(tag, sid, ads)),
         ("SharesDelivery", SharesDelivery(sid, ((sender, ciphertext),))),
         ("ConsistencyRequest", ConsistencyRequest(sid, (1, 2, 3, 5))),
@@ -388,7 +415,7 @@ class _Fixed:
 def _fields(msg: Message) -> dict[str, Any]:
     """A message's fields as JSON values (bytes as hex, chunk data as decimal strings with its width)."""
     if isinstance(msg, SetupRequest):
-        return {"config": "session"}
+        return {"config": next(c["name"] for c in config_specs() if make_config(c) == msg.config)}
     if isinstance(msg, MaskedInputChunk):
         return {
             "session_id": msg.session_id.hex(),
