@@ -77,3 +77,31 @@ def test_nan_input_aborts_only_that_client() -> None:
     assert client.state is ClientState.ABORTED and not client.holds_round_secrets
     assert client.error is not None and client.error.code == "BAD_INPUT" and "NaN" in str(client.error)
     _exact(setup, [1, 2, 3, 5])
+
+
+def test_integers_round_refuses_float_or_malformed_inputs() -> None:
+    """In an 'integers' round a client must hand over ring elements of the round's length and dtype."""
+    import dataclasses as dc
+
+    cfg = dc.replace(make_config(4, 16), encoding="integers")
+    setup = build(cfg, seed=8)
+    good = np.arange(16, dtype=np.uint32)
+    setup.clients[1].provide_input(ClientInput.integers(good))
+    setup.clients[2].provide_input(ClientInput(np.zeros(16, np.float32), 1))  # floats: refused
+    setup.clients[3].provide_input(ClientInput.integers(np.arange(16, dtype=np.uint64)))  # wrong dtype
+    setup.clients[4].provide_input(ClientInput.integers(np.arange(16, dtype=np.uint32) * 3))
+    run(setup)
+    for bad in (2, 3):
+        client = setup.clients[bad]
+        assert client.error is not None and client.error.code == "BAD_INPUT" and not client.holds_round_secrets
+    res = setup.server.result
+    assert res is not None and res.survivors == (1, 4) and res.mean is None
+    assert np.array_equal(res.sum, good + good * 3) and res.total_weight == 2
+
+
+def test_quantisation_blocks_match_one_pass_across_a_block_boundary() -> None:
+    """Clients quantise in blocks of 2^20 coordinates; the sum equals the one-pass plaintext sum."""
+    from secagg.simulation import simulate
+
+    report = simulate(3, (1 << 20) + 7, dropout=0.0, seed=11)
+    assert report["ok"] and report["exact"]

@@ -91,3 +91,20 @@ def test_training_with_distributed_dp_learns() -> None:
     # four silos and an L2 clip of 1 over 650 weights: a loose epsilon still learns, slowly
     assert reps[-1].accuracy > 0.5 and reps[-1].accuracy > reps[0].accuracy
     assert params.epsilon(5, 1e-5) <= 100.0 * (1 + 1e-6)
+
+
+def test_silos_refuse_distributed_dp_instructions_that_do_not_match_the_round() -> None:
+    """A task asking for the distributed-DP encoding in a quantised round (or with another dimension) is
+    refused by every silo (BAD_INPUT): no aggregate."""
+    from secagg.errors import RoundAborted
+
+    params = _params(3)
+    fed = InProcessFederation(
+        {i + 1: FixedUpdate(np.zeros(DIM, np.float32)) for i in range(3)}, rng=DeterministicRandom(9)
+    )
+    task = RoundTask("fit", 0, np.zeros(DIM, np.float32), ddp_instructions(params, bytes(32)))
+    with pytest.raises(RoundAborted):
+        fed.secure_round(0, task, dim=params.padded_dim, clip=1.0, encoding="quantised")
+    for client in fed.last_clients.values():
+        assert client.error is not None and client.error.code == "BAD_INPUT"
+        assert "distributed-DP" in str(client.error)
