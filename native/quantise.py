@@ -188,7 +188,7 @@ def quantise(
         raise ConfigurationError("x must be a 1-D float32 array")
     if not isinstance(rand, np.ndarray) or rand.dtype != np.uint32 or rand.shape != x.shape:
         raise ConfigurationError("rand must be a uint32 array of the same length as x")
-    if np.isnan(x).any():
+    if x.size and np.isnan(x.min()):  # min propagates NaN (and, unlike a sum, +inf and -inf do not make one)
         raise ConfigurationError("x contains NaN")
     if out is None:
         out = np.empty(x.shape[0], dtype=dtype)

@@ -60,10 +60,15 @@ class DeterministicRandom(NoPickle):
         """
         n = out.shape[0]
         done = 0
+        # update_into wants room for len(in) + 15 bytes: write in place while that room exists in out, and go
+        # through a scratch buffer only for the tail
+        while n - done >= _FILL_BLOCK + 16:
+            self._enc.update_into(_ZEROS, memoryview(out[done : done + _FILL_BLOCK + 16]))
+            done += _FILL_BLOCK
         while done < n:
             m = min(n - done, _FILL_BLOCK)
             tmp = _fill_buffer()
-            self._enc.update_into(_ZEROS[:m], tmp)  # update_into wants room for len(in) + 15 bytes
+            self._enc.update_into(_ZEROS[:m], tmp)
             out[done : done + m] = np.frombuffer(tmp, dtype=np.uint8, count=m)
             done += m
 
