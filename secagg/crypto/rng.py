@@ -63,7 +63,7 @@ class DeterministicRandom(NoPickle):
         # update_into wants room for len(in) + 15 bytes: write in place while that room exists in out, and go
         # through a scratch buffer only for the tail
         while n - done >= _FILL_BLOCK + 16:
-            self._enc.update_into(_ZEROS, memoryview(out[done : done + _FILL_BLOCK + 16]))
+            self._enc.update_into(_ZEROS, out[done : done + _FILL_BLOCK + 16].data)
             done += _FILL_BLOCK
         while done < n:
             m = min(n - done, _FILL_BLOCK)
