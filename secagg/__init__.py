@@ -4,4 +4,3 @@ from secagg.errors import SecAggError
 
 __all__ = ["SecAggError", "__version__"]
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
