@@ -595,13 +595,19 @@ def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
     )
 
 
+def _plaintext(t: _Table, tls_keys: tuple[str, ...]) -> bool:
+    """Whether a [tls] table asks for plaintext (insecure = true); then it may name no TLS file at all."""
+    if not t.bool_("insecure", False):
+        return False
+    for key in tls_keys:
+        if t.has(key):
+            raise t.error(key, "given although tls.insecure = true (plaintext); remove one of the two")
+    t.finish()
+    return True
+
+
 def _server_tls(t: _Table) -> ServerTls:
-    insecure = t.bool_("insecure", False)
-    if insecure:
-        for key in ("cert", "key", "client_ca"):
-            if t.has(key):
-                raise t.error(key, "given although tls.insecure = true (plaintext); remove one of the two")
-        t.finish()
+    if _plaintext(t, ("cert", "key", "client_ca")):
         return ServerTls(None, None, None, insecure=True)
     # Scenario D3: mutual TLS without a client CA would accept any client; refuse to start.
     if not t.has("client_ca"):
@@ -935,12 +941,7 @@ def load_silo_config(path: str | os.PathLike[str]) -> SiloConfig:
 
 
 def _silo_tls(t: _Table) -> SiloTls:
-    insecure = t.bool_("insecure", False)
-    if insecure:
-        for key in ("ca", "cert", "key"):
-            if t.has(key):
-                raise t.error(key, "given although tls.insecure = true (plaintext); remove one of the two")
-        t.finish()
+    if _plaintext(t, ("ca", "cert", "key")):
         return SiloTls(None, None, None, insecure=True)
     ca = t.path("ca")
     cert = t.path("cert")
