@@ -23,6 +23,7 @@ from secagg.crypto.keys import IdentityKey, X25519KeyPair, load_peer_public, ver
 from secagg.crypto.prg import MaskExpander
 from secagg.crypto.rng import DeterministicRandom, RandomSource, random_uint32
 from secagg.crypto.secret import NoPickle, SecretBytes
+from secagg.encoding import Reader, Writer
 from secagg.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -39,6 +40,8 @@ from secagg.protocol import params as _params
 from secagg.protocol import recipes
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
 from secagg.protocol.messages import (
+    MAX_BLOB,
+    MAX_ITEMS,
     AdvertiseKeys,
     ClientAbort,
     ClientMessage,
@@ -55,6 +58,8 @@ from secagg.protocol.messages import (
     SharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
+    _pairs_r,
+    _pairs_w,
 )
 from secagg.protocol.rules import ClientState, client_next
 from secagg.ring import Ring
@@ -62,6 +67,7 @@ from secagg.ring import Ring
 log = logging.getLogger("secagg.client")
 
 _QUANTISE_BLOCK = 1 << 20
+_STATE_VERSION = 1
 _ROUNDING_LABEL = b"secagg/v1/client/stochastic-rounding"
 """Coordinates quantised per block (the stream of rounding words is the same as in one pass)."""
 
@@ -576,3 +582,95 @@ class ClientSession(NoPickle):
     def holds_round_secrets(self) -> bool:
         """Whether this session still holds keys, seeds or shares (False once the round ended)."""
         return self._secrets is not None
+
+    # ------------------------------------------------------------------ persistence between processes
+
+    def export_state(self) -> SecretBytes:
+        """The round state as canonical bytes, for hosts that handle each message in a fresh process (Flower's
+        ClientApp). Secret: it holds the round's private keys, seed and shares, so seal it before storing
+        (secagg.flower does, with AES-GCM under a node-local key). The input and any pending retry answer are
+        not kept: export between stages, after the masked input left."""
+        w = Writer().u16(_STATE_VERSION).u32(self.client_id).text(self.state.value)
+        w.bytes_(self.config.encode() if self.config is not None else b"")
+        w.bytes_(self.session_id or b"")
+        s = self._secrets
+        w.boolean(s is not None)
+        if s is not None:
+            w.raw(s.enc.private.expose_secret()).raw(s.mask.private.expose_secret())
+            w.bytes_(s.seed.expose_secret() if s.seed is not None else b"")
+            w.bytes_(s.own_seed_share or b"").bytes_(s.own_key_share or b"")
+            for table in (s.seed_shares, s.key_shares):
+                _pairs_w(w, tuple(sorted(table.items())))
+            _pairs_w(w, tuple((p, k.expose_secret()) for p, k in sorted(s.pair_keys.items())))
+        w.u32(len(self._peers))
+        for _, adv in sorted(self._peers.items()):
+            adv._body(w)
+        w.u32_list(sorted(self._neighbours)).u32_list(sorted(self._live_neighbours))
+        w.boolean(self._survivors is not None).u32_list(self._survivors or ())
+        w.u32_list(sorted(self.revealed_seed_owners)).u32_list(sorted(self.revealed_key_owners))
+        return SecretBytes(w.getvalue(), label="client-session-state")
+
+    @classmethod
+    def restore(
+        cls,
+        blob: SecretBytes,
+        *,
+        rng: RandomSource,
+        policy: ClientPolicy | None = None,
+        identity: IdentityKey | None = None,
+        ledger: ContributionLedger | None = None,
+        input: ClientInput | InputProvider | None = None,
+        chunk_elems: int | None = None,
+        expander: MaskExpander | None = None,
+        rounding_rng: RandomSource | None = None,
+    ) -> ClientSession:
+        """A session from `export_state` bytes (the same policy, identity and ledger must be given again).
+        EncodingError if the bytes are not a state this version wrote."""
+        r = Reader(blob.expose_secret())
+        if r.u16() != _STATE_VERSION:
+            raise EncodingError("unknown client state version")
+        session = cls(
+            r.u32(),
+            rng=rng,
+            policy=policy,
+            identity=identity,
+            ledger=ledger,
+            input=input,
+            chunk_elems=chunk_elems,
+            expander=expander,
+            rounding_rng=rounding_rng,
+        )
+        try:
+            session.state = ClientState(r.text(32))
+        except ValueError:
+            raise EncodingError("unknown client state") from None
+        config = r.bytes_()
+        session.config = session.proposal = RoundConfig.decode(config) if config else None
+        session.session_id = r.bytes_(max_len=32) or None
+        if r.boolean():
+            secrets = _RoundSecrets(
+                X25519KeyPair(SecretBytes(r.raw(32), label="x25519-private")),
+                X25519KeyPair(SecretBytes(r.raw(32), label="x25519-private")),
+            )
+            seed = r.bytes_(max_len=32)
+            secrets.seed = SecretBytes(seed, label="self-mask-seed") if seed else None
+            secrets.own_seed_share = r.bytes_(max_len=MAX_BLOB) or None
+            secrets.own_key_share = r.bytes_(max_len=MAX_BLOB) or None
+            secrets.seed_shares = dict(_pairs_r(r))
+            secrets.key_shares = dict(_pairs_r(r))
+            secrets.pair_keys = {p: SecretBytes(k, label="share-key") for p, k in _pairs_r(r)}
+            session._secrets = secrets
+        count = r.u32()
+        if count > MAX_ITEMS:
+            raise EncodingError("too many peers")
+        ads = [KeyAdvertisement._read(r) for _ in range(count)]
+        session._peers = {a.client_id: a for a in ads}
+        session._peer_mask_keys = {a.client_id: load_peer_public(a.mask_public) for a in ads}
+        session._neighbours = frozenset(r.u32_list())
+        session._live_neighbours = frozenset(r.u32_list())
+        has_survivors, survivors = r.boolean(), tuple(r.u32_list())
+        session._survivors = survivors if has_survivors else None
+        session.revealed_seed_owners = set(r.u32_list())
+        session.revealed_key_owners = set(r.u32_list())
+        r.finish()
+        return session
