@@ -1,0 +1,302 @@
+"""`secagg_mod`: the client side of our SecAgg+ as a Flower ClientApp mod; the user's functions stay unchanged.
+
+    app = ClientApp()
+
+    @app.train(mods=[secagg_mod()])
+    def train(msg: Message, context: Context) -> Message: ...   # returns arrays + metrics as for FedAvg
+
+On a round's first message the mod runs the user's function, keeps the update (new arrays minus the ones
+received) and the metrics on the node, and answers with their names only. The SecAgg+ stages that follow
+run our ClientSession: every check against a lying server happens there, and the model the node trained
+on is bound into the round (model_hash). Flower may run every message in a fresh process, so between
+stages the session is exported and stored in the node's Context state, sealed with AES-GCM under a
+node-local key (`state_key`, or the file named by the node config `secagg-state-key-file`); a session's
+secrets are erased once it has answered the unmask request or aborted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
+
+from secagg.crypto import aead
+from secagg.crypto.keys import IdentityKey
+from secagg.crypto.rng import RandomSource, SystemRandom
+from secagg.crypto.secret import SecretBytes
+from secagg.encoding import Writer, domain
+from secagg.errors import AuthenticationError, ConfigurationError, SecAggError
+from secagg.flower import records as rec_
+from secagg.protocol.client import ClientInput, ClientSession
+from secagg.protocol.config import ClientPolicy, RoundConfig
+from secagg.protocol.messages import (
+    ClientAbort,
+    ClientMessage,
+    ConsistencyRequest,
+    KeysBroadcast,
+    MaskedInputChunk,
+    RoundComplete,
+    ServerAbort,
+    SetupRequest,
+    SharesDelivery,
+    UnmaskRequest,
+    decode_message,
+    encode_message,
+)
+from secagg.protocol.rules import ClientState
+
+log = logging.getLogger("flwr.secagg")  # under Flower's logger, so its handlers show our lines
+
+Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Message]
+STATE_SESSION, STATE_PENDING, STATE_UPDATE, STATE_LEDGER = (
+    "secagg.session",
+    "secagg.pending",
+    "secagg.update",
+    "secagg.ledger",
+)
+SERVER_MESSAGES = (
+    SetupRequest,
+    KeysBroadcast,
+    SharesDelivery,
+    ConsistencyRequest,
+    UnmaskRequest,
+    ServerAbort,
+    RoundComplete,
+)
+ERROR_CODE = 4201
+"""Flower Error code of a message this mod refuses (not a SecAgg+ abort, which travels as ClientAbort)."""
+_PROCESS_KEY: list[SecretBytes] = []
+
+
+class _ContextLedger:
+    """The A10 contribution ledger, kept in the node's Context state (it lives as long as the run)."""
+
+    def __init__(self, context: Context) -> None:
+        self._state = context.state
+
+    def _done(self) -> list[str]:
+        rec = self._state.config_records.get(STATE_LEDGER)
+        return rec_.get_names(rec, "done") if rec is not None else []
+
+    def has_contributed(self, run_id: str, round_: int) -> bool:
+        """See ContributionLedger."""
+        return f"{run_id}#{round_}" in self._done()
+
+    def record(self, run_id: str, round_: int) -> None:
+        """See ContributionLedger."""
+        done = [*self._done(), f"{run_id}#{round_}"]
+        self._state[STATE_LEDGER] = ConfigRecord({"done": json.dumps(done)})
+
+
+def secagg_mod(
+    *,
+    policy: ClientPolicy | None = None,
+    identity: IdentityKey | None = None,
+    client_id: int | None = None,
+    state_key: bytes | None = None,
+    require_secure: bool = True,
+    rng: RandomSource | None = None,
+) -> Mod:
+    """A Flower mod running this node's side of SecAgg+ around the user's train or evaluate function.
+
+    policy: the node's floor for the rounds it joins (scenario A7); `roster` (and `identity`, `client_id`: this
+    node's id in that roster) for the hardened mode. require_secure: refuse plain rounds, so the update never
+    leaves the node unmasked. state_key: 32 bytes sealing the session between messages (default: the node
+    config's `secagg-state-key-file`, else a key of this process, enough when one process serves the node).
+    """
+    pol = policy or ClientPolicy()
+    source = rng or SystemRandom()
+    if state_key is not None and len(state_key) != 32:
+        raise ConfigurationError("state_key must be 32 bytes")
+    if client_id is not None and not 1 <= client_id < 2**31 - 1:
+        raise ConfigurationError("client_id must be in 1..2^31-2")
+
+    def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        rec = msg.content.config_records.get(rec_.SECAGG_KEY) if msg.has_content() else None
+        if rec is None:
+            if require_secure:
+                return _refuse(msg, "this node contributes only through SecAgg+ (use secagg.flower.SecureFedAvg)")
+            return call_next(msg, context)
+        try:
+            stage = rec_.get_str(rec, "stage")
+            if stage in (rec_.STAGE_TRAIN, rec_.STAGE_EVALUATE):
+                return _local(msg, context, call_next, rec, stage)
+            if stage == rec_.STAGE_PROTOCOL:
+                return _protocol(msg, context, rec)
+            return _refuse(msg, f"unknown SecAgg+ stage {stage!r}")
+        except (SecAggError, KeyError, TypeError, ValueError) as exc:
+            log.warning("secagg_mod refuses a message: %s", exc)
+            return _refuse(msg, f"{type(exc).__name__}: {exc}")
+
+    def _local(
+        msg: Message, context: Context, call_next: Callable[[Message, Context], Message], rec: ConfigRecord, stage: str
+    ) -> Message:
+        """Run the user's function; keep its update and metrics here; answer with their names only."""
+        for key in (STATE_SESSION, STATE_PENDING, STATE_UPDATE):
+            context.state.pop(key, None)  # a new Flower round: whatever the last one left is void
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        arrays_key, config_key = rec_.get_str(rec, "arrays-key"), rec_.get_str(rec, "config-key")
+        weight_key = rec_.get_str(rec, "weight-key")
+        sent_arrays = msg.content.array_records.get(arrays_key)
+        records = rec_.records_digest(sent_arrays, msg.content.config_records.get(config_key))
+        metric_records = list(reply.content.metric_records.values())
+        if len(metric_records) != 1:
+            return _refuse(msg, "the reply must carry exactly one MetricRecord")
+        metrics = metric_records[0]
+        weight = metrics.get(weight_key)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 1 or weight != int(weight):
+            return _refuse(msg, f"metric {weight_key!r} must be a positive whole number")
+        keys = sorted(k for k in metrics if k != weight_key)
+        values = rec_.metric_values(metrics, keys)
+        dim = 0
+        if stage == rec_.STAGE_TRAIN:
+            array_records = list(reply.content.array_records.values())
+            if sent_arrays is None or len(array_records) != 1:
+                return _refuse(msg, "a train round sends one ArrayRecord and the reply must carry one")
+            new = array_records[0]
+            if list(new.keys()) != list(sent_arrays.keys()):
+                return _refuse(msg, "the reply's arrays do not match the model's keys")
+            before, after = rec_.flatten_arrays(sent_arrays), rec_.flatten_arrays(new)
+            if before.shape != after.shape or not np.isfinite(after).all():
+                return _refuse(msg, "the reply's arrays do not match the model's shapes or are not finite")
+            delta = (after - before).astype(np.float32)
+            dim = int(delta.shape[0])
+            context.state[STATE_UPDATE] = ArrayRecord({"delta": Array(delta)})
+        context.state[STATE_PENDING] = ConfigRecord(
+            {"records": records, "weight": int(weight), "keys": json.dumps(keys), "values": json.dumps(values)}
+        )
+        answer = {"ok": True, "client-id": client_id or 0, "metric-keys": json.dumps(keys), "dim": dim}
+        return Message(RecordDict({rec_.SECAGG_KEY: ConfigRecord(answer)}), reply_to=msg)  # type: ignore[arg-type]
+
+    def _protocol(msg: Message, context: Context, rec: ConfigRecord) -> Message:
+        """One SecAgg+ server message in, the ClientSession's answers out; the session sealed in between."""
+        pid = rec_.get_int(rec, "client-id")
+        if client_id is not None and pid != client_id:
+            return _refuse(msg, f"the server assigned id {pid}; this node's SecAgg+ id is {client_id}")
+        purpose = rec_.get_str(rec, "purpose")
+        inbound = decode_message(rec_.get_bytes(rec, "msg"))
+        if not isinstance(inbound, SERVER_MESSAGES):
+            return _refuse(msg, f"{type(inbound).__name__} is not a server message")
+        key = _state_key(context)
+        ad = _state_ad(msg, context, pid)
+        pending = context.state.config_records.get(STATE_PENDING)
+        if isinstance(inbound, SetupRequest):
+            refusal = _check_setup(inbound.config, purpose, pending, context)
+            if refusal is not None:
+                context.state.pop(STATE_SESSION, None)
+                return _answer(msg, [ClientAbort(code="MODEL_MISMATCH", reason=refusal)])
+            session = ClientSession(
+                pid,
+                rng=source,
+                policy=pol,
+                identity=identity,
+                ledger=_ContextLedger(context),
+                input=_input(purpose, pending, context),
+            )
+        else:
+            sealed = context.state.config_records.get(STATE_SESSION)
+            if sealed is None:
+                return _refuse(msg, "no SecAgg+ session on this node for this message")
+            try:
+                blob = aead.open_sealed(key, rec_.get_bytes(sealed, "blob"), associated_data=ad)
+            except AuthenticationError:
+                return _refuse(msg, "the stored session does not open under this node's state key")
+            session = ClientSession.restore(
+                SecretBytes(blob, label="client-session-state"),
+                rng=source,
+                policy=pol,
+                identity=identity,
+                ledger=_ContextLedger(context),
+                input=_input(purpose, pending, context),
+            )
+        out = session.receive(inbound)
+        if any(isinstance(m, MaskedInputChunk) for m in out) and purpose == rec_.PURPOSE_ARRAYS:
+            context.state.pop(STATE_UPDATE, None)  # the update has left, masked; nothing keeps it here
+        if session.state in (ClientState.DONE, ClientState.ABORTED) or isinstance(inbound, UnmaskRequest):
+            context.state.pop(STATE_SESSION, None)  # the round needs nothing more from this node
+        else:
+            state = session.export_state()
+            context.state[STATE_SESSION] = ConfigRecord(
+                {"blob": aead.seal(key, state.expose_secret(), associated_data=ad, rng=source)}
+            )
+        return _answer(msg, out)
+
+    def _state_key(context: Context) -> SecretBytes:
+        if state_key is not None:
+            return SecretBytes(state_key, label="flower-state-key")
+        path = context.node_config.get("secagg-state-key-file")
+        if path:
+            data = Path(str(path)).read_bytes()
+            if len(data) != 32:
+                raise ConfigurationError("the state key file must hold exactly 32 bytes")
+            return SecretBytes(data, label="flower-state-key")
+        if not _PROCESS_KEY:
+            _PROCESS_KEY.append(SecretBytes(source.random_bytes(32), label="flower-state-key"))
+        return _PROCESS_KEY[0]
+
+    return mod
+
+
+def _state_ad(msg: Message, context: Context, pid: int) -> bytes:
+    """Associated data of a sealed session: it opens only for this run, node and SecAgg+ id."""
+    w = Writer().raw(domain("flower", "session-state")).u64(context.run_id).u64(msg.metadata.dst_node_id).u32(pid)
+    return w.getvalue()
+
+
+def _check_setup(cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, context: Context) -> str | None:
+    """Why this node will not join the proposed round (None: it will). Checked before any key is made."""
+    if pending is None:
+        return "no local update or metrics waiting for a SecAgg+ round"
+    records = rec_.get_bytes(pending, "records")
+    keys = rec_.get_names(pending, "keys")
+    if purpose == rec_.PURPOSE_ARRAYS:
+        update = context.state.array_records.get(STATE_UPDATE)
+        if update is None:
+            return "no model update waiting (already sent, or this was an evaluate round)"
+        if cfg.encoding != "quantised" or cfg.model_hash != records:
+            return "the round is not bound to the model and configuration this node trained on"
+        if cfg.dim != int(update["delta"].shape[0]):
+            return f"dim={cfg.dim}, this node's update has {int(update['delta'].shape[0])} values"
+        return None
+    if purpose == rec_.PURPOSE_METRICS:
+        if cfg.encoding != "integers" or cfg.modulus != rec_.METRIC_MODULUS:
+            return "a metrics round uses the integers encoding in the 2^64 ring"
+        if cfg.model_hash != rec_.metrics_digest(records, keys) or cfg.dim != len(keys):
+            return "the metrics round is not bound to this node's model and metric names"
+        return None
+    return f"unknown purpose {purpose!r}"
+
+
+def _input(purpose: str, pending: ConfigRecord | None, context: Context) -> ClientInput | None:
+    """This node's contribution to the round: its update (arrays) or its fixed-point metrics."""
+    if pending is None:
+        return None
+    weight = rec_.get_int(pending, "weight")
+    if purpose == rec_.PURPOSE_ARRAYS:
+        update = context.state.array_records.get(STATE_UPDATE)
+        if update is None:
+            return None
+        return ClientInput(np.asarray(update["delta"].numpy(), dtype=np.float32), weight)
+    values = json.loads(str(pending["values"]))
+    return ClientInput.integers(rec_.encode_metrics(values, weight), weight)
+
+
+def _answer(msg: Message, out: list[ClientMessage]) -> Message:
+    content: dict[str, Any] = {"count": len(out)}
+    if out:
+        content["msgs"] = [encode_message(m) for m in out]
+    return Message(RecordDict({rec_.SECAGG_KEY: ConfigRecord(content)}), reply_to=msg)
+
+
+def _refuse(msg: Message, reason: str) -> Message:
+    return Message(Error(code=ERROR_CODE, reason=reason[:1000]), reply_to=msg)
+
+
+__all__ = ["secagg_mod"]

@@ -1,0 +1,353 @@
+"""`SecureFedAvg`: Flower's FedAvg (Message API) whose aggregation runs our SecAgg+ through the given grid.
+
+`strategy.start(grid=..., initial_arrays=...)` works as with Flower's FedAvg: sampling, rounds, evaluation,
+logging and the Result are Flower's. What changes is what the server sees: nodes (running `secagg_mod`)
+answer the train or evaluate message with the names of their metrics only; then SecAgg+ rounds over the same
+grid give the server the example-weighted mean of the updates (quantised, clipped to `clip` per coordinate)
+and of the metrics (fixed point, exact), never one node's values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
+    DifferentialPrivacyClientSideFixedClipping,
+    FedAvg,
+    Strategy,
+)
+
+from secagg.crypto.rng import RandomSource, SystemRandom
+from secagg.errors import ConfigurationError, SecAggError
+from secagg.fl.strategy import IndividualUpdatesRequired
+from secagg.flower import records as rec_
+from secagg.protocol.config import MAX_CLIENT_ID, Mode, RoundConfig, StageTimeouts, propose_round
+from secagg.protocol.messages import (
+    AdvertiseKeys,
+    ClientAbort,
+    ConsistencySignature,
+    MaskedInputChunk,
+    ServerMessage,
+    ShareKeys,
+    UnmaskResponse,
+    decode_message,
+    encode_message,
+)
+from secagg.protocol.rules import TERMINAL_SERVER
+from secagg.protocol.server import AggregateResult, Audit, Send, ServerSession
+
+CLIENT_MESSAGES = (AdvertiseKeys, ShareKeys, MaskedInputChunk, ConsistencySignature, UnmaskResponse, ClientAbort)
+log = logging.getLogger("flwr.secagg")  # under Flower's logger, so its handlers show our lines
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """SecAgg+ parameters of a SecureFedAvg (k and t follow the SecAgg+ rule from the fractions)."""
+
+    mode: Mode = Mode.SEMI_HONEST
+    clip: float = 1.0
+    """Per-coordinate bound of an update (new arrays minus the ones sent); larger values are clipped."""
+    bits: int = 16
+    modulus: int = 1 << 32
+    max_weight: int | None = None
+    """Largest num-examples a node may report (default: the most the ring allows for the sampled nodes)."""
+    min_aggregate: int = 2
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.1
+    stage_timeout: float = 600.0
+    """Seconds a SecAgg+ stage waits for replies; nodes that did not answer by then count as dropped."""
+    roster: Mapping[int, bytes] | None = None
+    """Hardened mode: SecAgg+ id -> Ed25519 public key of every node (nodes report their configured id)."""
+    run_id: str | None = None
+    """Names the run in the round configurations (default: 'flower-<the grid's run id>')."""
+
+
+class SecureFedAvg(FedAvg):
+    """Flower's FedAvg with SecAgg+: the server learns only the example-weighted means of updates and metrics."""
+
+    def __init__(
+        self, *args: Any, secagg: SecAggSettings | None = None, rng: RandomSource | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self.secagg = secagg or SecAggSettings()
+        if self.secagg.mode is Mode.HARDENED and not self.secagg.roster:
+            raise ConfigurationError("hardened mode needs the roster of the nodes' identity keys")
+        self._rng = rng or SystemRandom()
+        self._grid: Grid | None = None
+        self._sent: dict[str, tuple[ArrayRecord | None, ConfigRecord | None]] = {}
+        self._reported_ids: dict[int, int] = {}  # node id -> the SecAgg+ id it reported (hardened mode)
+        self.last_result: AggregateResult | None = None
+        """The latest arrays round's aggregate (sum, survivors, dropped), for inspection."""
+
+    def summary(self) -> None:
+        """Log FedAvg's summary and the SecAgg+ settings."""
+        super().summary()
+        s = self.secagg
+        log.info(
+            "SecAgg+: mode=%s clip=%s bits=%d modulus=2^%d", s.mode.value, s.clip, s.bits, s.modulus.bit_length() - 1
+        )
+
+    # ------------------------------------------------------------------ Flower's Strategy interface
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's sampling and messages, marked as the first step of a secure round."""
+        return self._mark(list(super().configure_train(server_round, arrays, config, grid)), rec_.STAGE_TRAIN, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's sampling and messages, marked as the first step of a secure evaluation."""
+        msgs = list(super().configure_evaluate(server_round, arrays, config, grid))
+        return self._mark(msgs, rec_.STAGE_EVALUATE, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The new global arrays (sent arrays + the secure weighted mean of the updates) and mean metrics."""
+        nodes = self._ready(replies, "aggregate_train")
+        arrays, config = self._sent.get(rec_.STAGE_TRAIN, (None, None))
+        if arrays is None or not nodes:
+            return None, None
+        records = rec_.records_digest(arrays, config)
+        dim = int(rec_.flatten_arrays(arrays).shape[0])
+        ids = self._ids(nodes)
+        cfg = self._config(3 * server_round, ids, dim=dim, model_hash=records)
+        res = self._run(cfg, ids, rec_.PURPOSE_ARRAYS, MessageType.TRAIN)
+        self.last_result = res
+        if res is None or res.mean is None:
+            return None, None
+        new = rec_.flatten_arrays(arrays) + res.mean.astype(np.float64)
+        survivors = {n: pid for n, pid in ids.items() if pid in res.survivors}
+        metrics = self._metrics(3 * server_round + 1, survivors, nodes, records, MessageType.TRAIN)
+        return rec_.unflatten_like(new, arrays), metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The secure example-weighted mean of the nodes' evaluation metrics."""
+        nodes = self._ready(replies, "aggregate_evaluate")
+        arrays, config = self._sent.get(rec_.STAGE_EVALUATE, (None, None))
+        if not nodes:
+            return None
+        return self._metrics(
+            3 * server_round + 2, self._ids(nodes), nodes, rec_.records_digest(arrays, config), MessageType.EVALUATE
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _mark(self, msgs: list[Message], stage: str, grid: Grid) -> list[Message]:
+        self._grid = grid
+        if not msgs:
+            return msgs
+        content = msgs[0].content
+        self._sent[stage] = (
+            content.array_records.get(self.arrayrecord_key),
+            content.config_records.get(self.configrecord_key),
+        )
+        marker = ConfigRecord(
+            {
+                "stage": stage,
+                "arrays-key": self.arrayrecord_key,
+                "config-key": self.configrecord_key,
+                "weight-key": self.weighted_by_key,
+            }
+        )
+        for m in msgs:  # FedAvg sends one RecordDict to all; each message gets its own, marked
+            m.content = RecordDict({**dict(m.content.items()), rec_.SECAGG_KEY: marker})
+        return msgs
+
+    def _ready(self, replies: Iterable[Message], what: str) -> dict[int, list[str]]:
+        """Nodes that ran the user's function: node id -> the metric names it reported."""
+        out: dict[int, list[str]] = {}
+        failures = 0
+        for msg in replies:
+            rec = msg.content.config_records.get(rec_.SECAGG_KEY) if msg.has_content() else None
+            if msg.has_error() or rec is None or not rec.get("ok"):
+                failures += 1
+                if msg.has_error():
+                    log.info("%s: node %d failed: %s", what, msg.metadata.src_node_id, msg.error.reason)
+                continue
+            out[msg.metadata.src_node_id] = rec_.get_names(rec, "metric-keys")
+            self._reported_ids[msg.metadata.src_node_id] = rec_.get_int(rec, "client-id")
+        log.info("%s: %d nodes ready for SecAgg+, %d failures", what, len(out), failures)
+        return out
+
+    def _ids(self, nodes: Mapping[int, Any]) -> dict[int, int]:
+        """Flower node id -> SecAgg+ id: the configured ids in hardened mode, else 1..n by node id."""
+        if self.secagg.mode is not Mode.HARDENED:
+            return {node: i + 1 for i, node in enumerate(sorted(nodes))}
+        roster = self.secagg.roster or {}
+        ids: dict[int, int] = {}
+        for node in sorted(nodes):
+            pid = self._reported_ids.get(node, 0)
+            if pid not in roster or pid in ids.values() or not 1 <= pid <= MAX_CLIENT_ID:
+                log.warning("node %d reports SecAgg+ id %d, not a free roster id: left out", node, pid)
+                continue
+            ids[node] = pid
+        return ids
+
+    def _run_id(self) -> str:
+        if self.secagg.run_id:
+            return self.secagg.run_id
+        try:
+            return f"flower-{self._grid.run.run_id}" if self._grid is not None else "flower"
+        except Exception:  # a grid without a run (tests, custom grids)
+            return "flower"
+
+    def _config(self, round_: int, ids: Mapping[int, int], **fields: Any) -> RoundConfig:
+        s = self.secagg
+        n = len(ids)
+        settings: dict[str, Any] = {
+            "modulus": s.modulus,
+            "clip": s.clip,
+            "bits": s.bits,
+            "max_weight": s.max_weight or max(1, (s.modulus - 1) // (n << s.bits)),
+            "min_aggregate": min(s.min_aggregate, n),
+        }
+        settings.update(fields)
+        return propose_round(
+            run_id=self._run_id(),
+            round_=round_,
+            participants=ids.values(),
+            mode=s.mode,
+            graph_seed=self._rng.random_bytes(32),
+            corrupt_fraction=s.corrupt_fraction,
+            dropout_fraction=s.dropout_fraction,
+            **settings,
+        )
+
+    def _metrics(
+        self, round_: int, ids: Mapping[int, int], nodes: Mapping[int, list[str]], records: bytes, kind: str
+    ) -> MetricRecord | None:
+        """A SecAgg+ round over the metric names every node reported (fixed point, exact weighted mean)."""
+        if len(ids) < 2:
+            return None
+        keys = sorted(set.intersection(*(set(nodes[n]) for n in ids)))
+        if any(nodes[n] != keys for n in ids):
+            log.warning("nodes report different metric names; only the common ones are aggregated: %s", keys)
+            return None
+        if not keys:
+            return MetricRecord()
+        cfg = self._config(
+            round_,
+            ids,
+            dim=len(keys),
+            model_hash=rec_.metrics_digest(records, keys),
+            encoding="integers",
+            modulus=rec_.METRIC_MODULUS,
+            max_weight=rec_.METRIC_MAX_WEIGHT,
+        )
+        res = self._run(cfg, ids, rec_.PURPOSE_METRICS, kind)
+        if res is None or res.total_weight <= 0:
+            return None
+        values = rec_.decode_metrics(res.sum, res.total_weight)
+        return MetricRecord(dict(zip(keys, values, strict=True)))
+
+    def _run(self, cfg: RoundConfig, ids: Mapping[int, int], purpose: str, kind: str) -> AggregateResult | None:
+        """Drive one ServerSession over the grid: each stage is one send_and_receive; silence past the stage
+        timeout counts as a dropout (the session's clock is the stage count, so runs do not depend on timing)."""
+        grid = self._grid
+        if grid is None:
+            raise ConfigurationError("no grid: configure_train/configure_evaluate were not called")
+        if len(ids) < 2:
+            log.warning("SecAgg+ needs at least two nodes; %d ready", len(ids))
+            return None
+        t = self.secagg.stage_timeout
+        server = ServerSession(
+            cfg, roster=dict(self.secagg.roster) if self.secagg.roster else None, timeouts=StageTimeouts(t, t, t, t, t)
+        )
+        node_of = {pid: node for node, pid in ids.items()}
+        now = 0.0
+        events = server.start(now)
+        while server.state not in TERMINAL_SERVER:
+            sends = [e for e in events if isinstance(e, Send)]
+            for e in events:
+                if isinstance(e, Audit):
+                    log.debug("secagg %s: %s %s %s", purpose, e.event, e.client, e.detail)
+            events = []
+            stage = server.state
+            if sends:
+                msgs = [self._message(node_of[s.to], s.to, s.message, purpose, kind, cfg.round) for s in sends]
+                for reply in grid.send_and_receive(msgs, timeout=t):
+                    pid = ids.get(reply.metadata.src_node_id)
+                    rec = reply.content.config_records.get(rec_.SECAGG_KEY) if reply.has_content() else None
+                    if pid is None or rec is None:
+                        if reply.has_error():
+                            log.info("node %d: %s", reply.metadata.src_node_id, reply.error.reason)
+                        continue
+                    try:
+                        inbound_all = [decode_message(b) for b in rec_.get_blobs(rec, "msgs")]
+                    except SecAggError as exc:  # a garbled reply counts as no reply
+                        log.warning("node %d sent an undecodable reply: %s", reply.metadata.src_node_id, exc)
+                        continue
+                    for inbound in inbound_all:
+                        if not isinstance(inbound, CLIENT_MESSAGES):
+                            log.warning("node %d sent a server message", reply.metadata.src_node_id)
+                            continue
+                        if isinstance(inbound, ClientAbort):
+                            log.warning(
+                                "node %d left the round: %s %s",
+                                reply.metadata.src_node_id,
+                                inbound.code,
+                                inbound.reason,
+                            )
+                        events += server.receive(pid, inbound, now)
+            if server.state is stage and server.state not in TERMINAL_SERVER:
+                now = max(now, server.deadline)  # everyone who will answer has answered: close the stage
+                events += server.poll(now)
+        if server.result is None:
+            log.warning("SecAgg+ %s round aborted: %s", purpose, server.error)
+            return None
+        log.info(
+            "SecAgg+ %s round: %d survivors, %d dropped",
+            purpose,
+            len(server.result.survivors),
+            len(server.result.dropped),
+        )
+        return server.result
+
+    def _message(self, node: int, pid: int, message: ServerMessage, purpose: str, kind: str, round_: int) -> Message:
+        rec = ConfigRecord(
+            {
+                "stage": rec_.STAGE_PROTOCOL,
+                "purpose": purpose,
+                "client-id": pid,
+                "msg": encode_message(message),
+            }
+        )
+        return Message(RecordDict({rec_.SECAGG_KEY: rec}), dst_node_id=node, message_type=kind, group_id=str(round_))
+
+
+_COMPOSABLE = (DifferentialPrivacyClientSideFixedClipping, DifferentialPrivacyClientSideAdaptiveClipping)
+
+
+def secure(strategy: Strategy, secagg: SecAggSettings | None = None) -> Strategy:
+    """The SecAgg+ version of a Flower strategy: FedAvg becomes SecureFedAvg with its settings;
+    client-side clipping DP wrappers keep wrapping it. Anything that needs individual updates (robust
+    aggregators, server-side clipping, adaptive server optimisers that read replies) is refused."""
+    if isinstance(strategy, _COMPOSABLE):
+        strategy.strategy = secure(strategy.strategy, secagg)
+        return strategy
+    if type(strategy) in (FedAvg, SecureFedAvg):
+        fields = ("fraction_train", "fraction_evaluate", "min_train_nodes", "min_evaluate_nodes")
+        kwargs: dict[str, Any] = {f: getattr(strategy, f) for f in fields}
+        kwargs.update(
+            min_available_nodes=strategy.min_available_nodes,  # type: ignore[attr-defined]
+            weighted_by_key=strategy.weighted_by_key,  # type: ignore[attr-defined]
+            arrayrecord_key=strategy.arrayrecord_key,  # type: ignore[attr-defined]
+            configrecord_key=strategy.configrecord_key,  # type: ignore[attr-defined]
+        )
+        settings = secagg or (strategy.secagg if isinstance(strategy, SecureFedAvg) else None)
+        return SecureFedAvg(secagg=settings, **kwargs)
+    raise IndividualUpdatesRequired(
+        f"{type(strategy).__name__} needs the individual updates (robust aggregation, server-side clipping or "
+        "per-reply logic); under SecAgg+ the server only learns their weighted sum. Use FedAvg (optionally with "
+        "DifferentialPrivacyClientSide*Clipping and the matching client mod) instead."
+    )
