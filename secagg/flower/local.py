@@ -1,6 +1,8 @@
-"""An in-memory Flower Grid for tests: each node runs a real ClientApp; messages and each node's Context cross a
-protobuf round trip (Flower's own serde), as they do between the SuperLink, a SuperNode and a fresh ClientApp
-process. Hooks drop a node at a given SecAgg+ message or rewrite what a node receives (a lying server)."""
+"""`LocalGrid`: a Flower Grid that runs every node's ClientApp in this process, for tests, benchmarks and trying
+an app without a SuperLink. Each message and each node's Context cross a protobuf round trip (Flower's own
+serde), as they do between the SuperLink, a SuperNode and a fresh ClientApp process, so nothing can pass
+between stages except through the Context. Hooks make a node go silent at a given SecAgg+ message (a dropout)
+or rewrite what a node receives (a lying server)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _wire(msg: Message) -> Message:
     return message_from_proto(proto)
 
 
-class MemoryGrid(Grid):
+class LocalGrid(Grid):
     """send_and_receive runs every addressed node's ClientApp in this process, one message at a time."""
 
     def __init__(
