@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Context as ProtoContext
 from flwr.proto.message_pb2 import Message as ProtoMessage
@@ -107,7 +108,10 @@ class LocalGrid(Grid):
                     rec["msg"] = encode_message(self.tamper(node, inner))  # type: ignore[arg-type]
             inbound = _wire(msg)
             context = self.context(node)
-            reply = self.apps[node](inbound, context)
+            try:
+                reply = self.apps[node](inbound, context)
+            except Exception as exc:  # as Flower's runtime does: the node answers with an error
+                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=repr(exc)), reply_to=inbound)
             self.contexts[node] = context_to_proto(context).SerializeToString()
             replies.append(_wire(reply))
         return replies

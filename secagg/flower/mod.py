@@ -139,6 +139,8 @@ def secagg_mod(
         """Run the user's function; keep its update and metrics here; answer with their names only."""
         for key in (STATE_SESSION, STATE_PENDING, STATE_UPDATE):
             context.state.pop(key, None)  # a new Flower round: whatever the last one left is void
+        # The user's function (and inner mods, e.g. Flower's fixedclipping_mod) see exactly a FedAvg message.
+        msg.content = RecordDict({k: v for k, v in msg.content.items() if k != rec_.SECAGG_KEY})
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
