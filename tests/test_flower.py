@@ -37,6 +37,7 @@ from secagg.flower.mod import STATE_SESSION
 from secagg.protocol.config import ClientPolicy, Mode
 from secagg.protocol.messages import (
     ClientAbort,
+    MaskedInputChunk,
     ServerMessage,
     SetupRequest,
     UnmaskRequest,
@@ -135,6 +136,18 @@ def test_dropout_mid_round_aggregates_the_survivors() -> None:
     assert (303, rec_.PURPOSE_ARRAYS, "UnmaskRequest") not in grid.seen
 
 
+def test_masked_inputs_travel_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secagg.flower.mod as mod_module
+
+    monkeypatch.setattr(mod_module, "CHUNK_ELEMS", 5)  # 17 values + the weight: four chunks per node
+    grid = secure_grid()
+    seen = _replies_of(grid)
+    result = strategy().start(grid=grid, initial_arrays=initial(), num_rounds=1)
+    chunks = [m for node, msgs in seen if node == 101 for m in msgs if isinstance(m, MaskedInputChunk)]
+    assert [c.index for c in chunks if c.count == 4] == [0, 1, 2, 3]
+    assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
+
+
 def test_a_node_whose_training_fails_is_left_out_before_secagg() -> None:
     apps = {n: make_app(n, [secagg_mod()], crash=n == 505) for n in NODES}
     result = strategy().start(grid=LocalGrid(apps), initial_arrays=initial(), num_rounds=1)
@@ -150,9 +163,9 @@ def _replies_of(grid: LocalGrid) -> list[tuple[int, list[Any]]]:
     def spy(messages: Any, *, timeout: float | None = None) -> Any:
         replies = list(inner(messages, timeout=timeout))
         for r in replies:
-            rec = r.content.config_records.get(rec_.SECAGG_KEY) if r.has_content() else None
-            if rec is not None and "count" in rec:
-                seen.append((r.metadata.src_node_id, [decode_message(b) for b in rec_.get_blobs(rec, "msgs")]))
+            rec = r.content.array_records.get(rec_.REPLY_KEY) if r.has_content() else None
+            if rec is not None:
+                seen.append((r.metadata.src_node_id, [decode_message(b) for b in rec_.unpack_replies(rec)]))
         return replies
 
     grid.send_and_receive = spy  # type: ignore[method-assign]

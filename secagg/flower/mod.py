@@ -20,7 +20,6 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
@@ -68,6 +67,8 @@ SERVER_MESSAGES = (
     ServerAbort,
     RoundComplete,
 )
+CHUNK_ELEMS = 1 << 20
+"""Ring elements per masked-input chunk (4 MiB in a 2^32 ring), about Flower's array chunk size."""
 ERROR_CODE = 4201
 """Flower Error code of a message this mod refuses (not a SecAgg+ abort, which travels as ClientAbort)."""
 _PROCESS_KEY: list[SecretBytes] = []
@@ -201,6 +202,7 @@ def secagg_mod(
                 identity=identity,
                 ledger=_ContextLedger(context),
                 input=_input(purpose, pending, context),
+                chunk_elems=CHUNK_ELEMS,
             )
         else:
             sealed = context.state.config_records.get(STATE_SESSION)
@@ -217,6 +219,7 @@ def secagg_mod(
                 identity=identity,
                 ledger=_ContextLedger(context),
                 input=_input(purpose, pending, context),
+                chunk_elems=CHUNK_ELEMS,
             )
         out = session.receive(inbound)
         if any(isinstance(m, MaskedInputChunk) for m in out) and purpose == rec_.PURPOSE_ARRAYS:
@@ -291,10 +294,13 @@ def _input(purpose: str, pending: ConfigRecord | None, context: Context) -> Clie
 
 
 def _answer(msg: Message, out: list[ClientMessage]) -> Message:
-    content: dict[str, Any] = {"count": len(out)}
-    if out:
-        content["msgs"] = [encode_message(m) for m in out]
-    return Message(RecordDict({rec_.SECAGG_KEY: ConfigRecord(content)}), reply_to=msg)
+    content = RecordDict(
+        {
+            rec_.SECAGG_KEY: ConfigRecord({"count": len(out)}),
+            rec_.REPLY_KEY: rec_.pack_replies([encode_message(m) for m in out]),
+        }
+    )
+    return Message(content, reply_to=msg)
 
 
 def _refuse(msg: Message, reason: str) -> Message:

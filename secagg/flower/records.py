@@ -150,9 +150,22 @@ def get_names(rec: ConfigRecord, key: str) -> list[str]:
     return names
 
 
-def get_blobs(rec: ConfigRecord, key: str) -> list[bytes]:
-    """A list of byte strings (encoded protocol messages); empty when absent."""
-    value = rec.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, bytes) for v in value):
-        raise ConfigurationError(f"field {key!r} must be a list of bytes")
-    return [bytes(v) for v in value]  # type: ignore[arg-type]
+REPLY_KEY = "secagg-replies"
+"""ArrayRecord of a node's encoded protocol replies (uint8 arrays, in order): Flower chunks ArrayRecords for
+transport, so a model-sized masked input never has to fit one gRPC message."""
+
+
+def pack_replies(blobs: list[bytes]) -> ArrayRecord:
+    """Encoded client messages as an ArrayRecord of uint8 arrays keyed by position."""
+    return ArrayRecord({f"{i:06d}": Array(np.frombuffer(b, dtype=np.uint8).copy()) for i, b in enumerate(blobs)})
+
+
+def unpack_replies(rec: ArrayRecord) -> list[bytes]:
+    """Inverse of pack_replies; ConfigurationError for anything that is not a list of byte arrays."""
+    out = []
+    for key in sorted(rec.keys()):
+        arr = rec[key].numpy()
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise ConfigurationError("a SecAgg+ reply must be a 1-D uint8 array")
+        out.append(arr.tobytes())
+    return out

@@ -277,13 +277,13 @@ class SecureFedAvg(FedAvg):
                 msgs = [self._message(node_of[s.to], s.to, s.message, purpose, kind, cfg.round) for s in sends]
                 for reply in grid.send_and_receive(msgs, timeout=t):
                     pid = ids.get(reply.metadata.src_node_id)
-                    rec = reply.content.config_records.get(rec_.SECAGG_KEY) if reply.has_content() else None
+                    rec = reply.content.array_records.get(rec_.REPLY_KEY) if reply.has_content() else None
                     if pid is None or rec is None:
                         if reply.has_error():
                             log.info("node %d: %s", reply.metadata.src_node_id, reply.error.reason)
                         continue
                     try:
-                        inbound_all = [decode_message(b) for b in rec_.get_blobs(rec, "msgs")]
+                        inbound_all = [decode_message(b) for b in rec_.unpack_replies(rec)]
                     except SecAggError as exc:  # a garbled reply counts as no reply
                         log.warning("node %d sent an undecodable reply: %s", reply.metadata.src_node_id, exc)
                         continue
