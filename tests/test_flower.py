@@ -213,6 +213,17 @@ def test_a_node_shown_another_model_refuses_before_making_keys() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), survivors, 1)).max() <= 2 * STEP
 
 
+def test_a_weight_above_the_rounds_max_weight_is_refused_at_setup() -> None:
+    grid = secure_grid()
+    seen = _replies_of(grid)
+    strat = strategy(max_weight=45)  # node 505 reports 50 examples
+    result = strat.start(grid=grid, initial_arrays=initial(), num_rounds=1)
+    first = next(msgs for node, msgs in seen if node == 505)
+    assert [type(m) for m in first] == [ClientAbort] and first[0].code == "BAD_INPUT"
+    assert "max_weight" in first[0].reason
+    assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[:4], 1)).max() <= 2 * STEP
+
+
 def test_nodes_refuse_plain_rounds() -> None:
     """require_secure (default): a plain FedAvg server gets errors, never an update."""
     grid = secure_grid()

@@ -194,7 +194,8 @@ def secagg_mod(
             refusal = _check_setup(inbound.config, purpose, pending, context)
             if refusal is not None:
                 context.state.pop(STATE_SESSION, None)
-                return _answer(msg, [ClientAbort(code="MODEL_MISMATCH", reason=refusal)])
+                log.warning("node %d refuses the SecAgg+ round: %s %s", msg.metadata.dst_node_id, *refusal)
+                return _answer(msg, [ClientAbort(code=refusal[0], reason=refusal[1])])
             session = ClientSession(
                 pid,
                 rng=source,
@@ -255,8 +256,26 @@ def _state_ad(msg: Message, context: Context, pid: int) -> bytes:
     return w.getvalue()
 
 
-def _check_setup(cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, context: Context) -> str | None:
-    """Why this node will not join the proposed round (None: it will). Checked before any key is made."""
+def _check_setup(
+    cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, context: Context
+) -> tuple[str, str] | None:
+    """Why this node will not join the proposed round, as (code, reason); None: it will. Checked before any
+    key is made, so a refusal costs the round nothing but this node."""
+    reason = _mismatch(cfg, purpose, pending, context)
+    if reason is not None:
+        return "MODEL_MISMATCH", reason
+    assert pending is not None
+    weight = rec_.get_int(pending, "weight")
+    if weight > cfg.max_weight:
+        return "BAD_INPUT", (
+            f"num-examples {weight} above the round's max_weight {cfg.max_weight}: the server should raise "
+            "SecAggSettings.max_weight with modulus 2**64, or use fewer bits"
+        )
+    return None
+
+
+def _mismatch(cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, context: Context) -> str | None:
+    """Why the proposed round is not the one this node's local result is waiting for (None: it is)."""
     if pending is None:
         return "no local update or metrics waiting for a SecAgg+ round"
     records = rec_.get_bytes(pending, "records")
