@@ -1,0 +1,42 @@
+"""secagg_example: the ClientApp, written as for plain FedAvg; `secagg_mod()` makes the node answer through SecAgg+."""
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from secagg.flower import secagg_mod
+from secagg_example.task import Net, load_data
+from secagg_example.task import test as test_fn
+from secagg_example.task import train as train_fn
+
+app = ClientApp()
+
+
+@app.train(mods=[secagg_mod()])
+def train(msg: Message, context: Context) -> Message:
+    """Train the received model on this node's partition; reply with the new weights and the metrics."""
+    model = Net()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    config = msg.content["config"]
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    trainset, _ = load_data(partition_id, num_partitions, int(config["batch-size"]))
+    seed = int(config["seed"]) * 100_003 + int(config["server-round"]) * 1_009 + partition_id
+    train_loss = train_fn(
+        model, trainset, int(config["local-epochs"]), float(config["lr"]), int(config["batch-size"]), seed
+    )
+    metrics = MetricRecord({"train_loss": train_loss, "num-examples": len(trainset)})
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate(mods=[secagg_mod()])
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received model on this node's validation split."""
+    model = Net()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    _, valset = load_data(partition_id, num_partitions, 32)
+    eval_loss, eval_acc = test_fn(model, valset)
+    metrics = MetricRecord({"eval_loss": eval_loss, "eval_acc": eval_acc, "num-examples": len(valset)})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
