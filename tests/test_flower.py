@@ -21,6 +21,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
     FedMedian,
@@ -298,6 +299,16 @@ def test_hardened_mode_leaves_out_a_node_outside_the_roster() -> None:
 def test_secure_refuses_strategies_that_need_individual_updates(make: Any) -> None:
     with pytest.raises(IndividualUpdatesRequired, match="individual updates"):
         secure(make())
+
+
+@pytest.mark.parametrize(
+    "wrapper", [DifferentialPrivacyServerSideFixedClipping, DifferentialPrivacyServerSideAdaptiveClipping]
+)
+def test_a_server_side_clipping_wrapper_around_secure_fedavg_is_refused(wrapper: Any) -> None:
+    """Its clipping would read replies that carry no values and silently clip nothing: refused, not run."""
+    args = (0.0, 1.0, 5) if wrapper is DifferentialPrivacyServerSideFixedClipping else (0.0, 5)
+    with pytest.raises(IndividualUpdatesRequired, match=wrapper.__name__):
+        wrapper(strategy(), *args).start(grid=secure_grid(), initial_arrays=initial(), num_rounds=1)
 
 
 def test_secure_converts_fedavg_and_composes_with_client_side_clipping() -> None:

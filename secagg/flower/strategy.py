@@ -9,9 +9,11 @@ and of the metrics (fixed point, exact), never one node's values.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -100,6 +102,7 @@ class SecureFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """FedAvg's sampling and messages, marked as the first step of a secure round."""
+        self._refuse_wrappers(inspect.currentframe())
         return self._mark(list(super().configure_train(server_round, arrays, config, grid)), rec_.STAGE_TRAIN, grid)
 
     def configure_evaluate(
@@ -141,6 +144,19 @@ class SecureFedAvg(FedAvg):
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _refuse_wrappers(self, frame: FrameType | None) -> None:
+        """A strategy wrapping this one (e.g. server-side clipping DP) would read individual replies, which
+        carry no values here: its clipping would silently do nothing. Refuse it, unless it is one of the
+        client-side clipping wrappers, which only touch the configuration and the aggregate."""
+        caller = frame.f_back if frame is not None else None
+        while caller is not None:
+            outer = caller.f_locals.get("self")
+            if not isinstance(outer, Strategy) or outer is self:
+                return
+            if not isinstance(outer, _COMPOSABLE):
+                raise IndividualUpdatesRequired(_refusal(outer))
+            caller = caller.f_back
 
     def _mark(self, msgs: list[Message], stage: str, grid: Grid) -> list[Message]:
         self._grid = grid
@@ -346,7 +362,11 @@ def secure(strategy: Strategy, secagg: SecAggSettings | None = None) -> Strategy
         )
         settings = secagg or (strategy.secagg if isinstance(strategy, SecureFedAvg) else None)
         return SecureFedAvg(secagg=settings, **kwargs)
-    raise IndividualUpdatesRequired(
+    raise IndividualUpdatesRequired(_refusal(strategy))
+
+
+def _refusal(strategy: Strategy) -> str:
+    return (
         f"{type(strategy).__name__} needs the individual updates (robust aggregation, server-side clipping or "
         "per-reply logic); under SecAgg+ the server only learns their weighted sum. Use FedAvg (optionally with "
         "DifferentialPrivacyClientSide*Clipping and the matching client mod) instead."
