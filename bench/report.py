@@ -206,6 +206,107 @@ def _grpc_section(result: dict[str, Any]) -> str:
     return "\n".join(out).strip()
 
 
+FA_HEADING = "## FA: the Flower example app, SecAgg+ inside Flower three ways"
+
+
+def _fa_cell(v: Any, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def fa_section(fa: dict[str, Any] | None) -> str:
+    """The FA section (heading included): ours, Flower's SecAgg+ and plain FedAvg on the example app."""
+    if not fa:
+        return f"{FA_HEADING}\n\n_Not run in this invocation (add FA to --workloads)._\n"
+    if "skipped" in fa:
+        return f"{FA_HEADING}\n\n_Not run: {fa['skipped']}._\n"
+    names = (("ours", "ours: SecureFedAvg + secagg_mod"), ("flower", f"Flower {fa['flwr_version']}: "
+             "SecAggPlusWorkflow + secaggplus_mod"), ("plain", "plain FedAvg (no secure aggregation)"))  # fmt: skip
+    runs = {k: fa[k] for k, _ in names}
+    rounds = fa["rounds"]
+    steps = {"ours": fa["quant_step_ours"], "flower": fa["quant_step_flower"], "plain": None}
+    secure_rounds = {"ours": "3 (update, train metrics, evaluate metrics)", "flower": "1 (fit; evaluation is plain)",
+                     "plain": "0"}  # fmt: skip
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    def diff(k: str) -> str:
+        d = runs[k]["max_abs_diff_vs_plain"]
+        return f"{d:.1e} ({d / steps[k]:.1f} steps)" if steps[k] else "-"
+
+    secagg = runs["ours"].get("secagg_s_by_purpose") or {}
+    fp = fa["flower_params"]
+    m = fa.get("machine") or {}
+    when = f" Measured {m['when']} at commit {m.get('commit')}." if m.get("when") else ""
+    lines = [
+        FA_HEADING,
+        "",
+        f"_From `{fa.get('command', 'python -m bench --workloads FA')}`.{when} Written by bench/flower_app.py; see its "
+        "docstring for the method._",
+        "",
+        f"The app in examples/flower-secagg (a 64-64-10 tanh MLP, D={fa['dim']:,} parameters, on scikit-learn's "
+        f"digits split across the nodes), {fa['nodes']} nodes, {rounds} rounds, every node sampled for train and "
+        "evaluate. The same training, data and in-process grid (`secagg.flower.local.LocalGrid`: each message "
+        "and each node's Context cross Flower's protobuf serde) for all three; only the aggregation differs. "
+        "Round = the strategy's configure-train to the end of its aggregate-evaluate: local training, "
+        "aggregation, the server's central evaluation and the nodes' evaluation. `nodes' train + evaluate` is the "
+        "time spent inside the example's train/test functions (the same work in all three); the rest is "
+        "aggregation, protocol and messaging. Median over the rounds.",
+        "",
+        "| | " + " | ".join(n for _, n in names) + " |",
+        "|---|---|---|---|",
+        row("round (s), median", [_fa_cell(runs[k]["median_round_s"]) for k, _ in names]),
+        row("each round (s)", [", ".join(f"{x:.3f}" for x in runs[k]["round_s"]) for k, _ in names]),
+        row("nodes' train + evaluate (s)", [_fa_cell(runs[k]["median_local_s"]) for k, _ in names]),
+        row("rest of the round (s)", [_fa_cell(runs[k]["median_overhead_s"]) for k, _ in names]),
+        row(
+            "round / plain round",
+            [f"{runs[k]['median_round_s'] / runs['plain']['median_round_s']:.2f}" for k, _ in names],
+        ),
+        row("secure aggregations per round", [secure_rounds[k] for k, _ in names]),
+        row(f"server test accuracy after round {rounds}", [f"{runs[k]['final_accuracy']:.4f}" for k, _ in names]),
+        row("max abs diff of the final model from plain FedAvg's", [diff(k) for k, _ in names]),
+        "",
+        f"Flower / ours per round: **{fa['flower_over_ours']:.2f} x** (rest of the round, without the nodes' own "
+        f"work: {fa['overhead_flower_over_ours']:.2f} x). Ours costs {fa['ours_over_plain']:.2f} x a plain FedAvg "
+        f"round, Flower's {fa['flower_over_plain']:.2f} x."
+        + (
+            " Of ours, per round: SecAgg+ on the update "
+            f"{secagg.get('train/arrays', 0):.3f} s, on the train metrics {secagg.get('train/metrics', 0):.3f} s, "
+            f"on the evaluate metrics {secagg.get('evaluate/metrics', 0):.3f} s (server and all nodes, this process)."
+            if secagg
+            else ""
+        ),
+        "",
+        f"Parameters. Ours: SecureFedAvg's defaults, k={fa['k']}, t={fa['t']} by the SecAgg+ rule, the update "
+        f"(new - sent weights) clipped to [-1, 1] and quantised to 16 bits (step {fa['quant_step_ours']:.1e}); "
+        f"metrics in 2^-20 fixed point. Flower: num_shares={fp['num_shares']} (our k + 1), "
+        f"reconstruction_threshold={fp['reconstruction_threshold']} (our t), clipping_range="
+        f"{fp['clipping_range']:g} and quantization_range=2^{int(fp['quantization_range']).bit_length() - 1} "
+        f"(its defaults: it aggregates whole weights, so its range must cover them; step "
+        f"{fa['quant_step_flower']:.1e}), modulus_range=2^{int(fp['modulus_range']).bit_length() - 1}; its "
+        "metrics and its evaluation travel in the clear.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def update_fa_section(md_path: Path, fa: dict[str, Any]) -> None:
+    """Replace (or add) only the FA section of an existing benchmarks.md, leaving every other section as it is."""
+    text = md_path.read_text() if md_path.exists() else "# Benchmarks\n\n"
+    section = fa_section(fa).rstrip("\n") + "\n\n"
+    start = text.find(FA_HEADING)
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(FA_HEADING))
+        end = nxt + 1 if nxt >= 0 else len(text)
+        text = text[:start] + section + text[end:]
+    else:
+        anchor = next((a for a in ("## Profile of ours", "## Analysis", "## Reproduce") if a in text), None)
+        pos = text.find(anchor) if anchor else len(text)
+        text = text[:pos] + section + text[pos:]
+    md_path.write_text(text)
+
+
 def write_docs(result: dict[str, Any], docs_dir: Path) -> Path:
     """Write benchmarks.md and the two charts into `docs_dir`; returns the Markdown path."""
     m = result["machine"]
@@ -298,6 +399,8 @@ def write_docs(result: dict[str, Any], docs_dir: Path) -> Path:
         "",
         _grpc_section(result),
         "",
+        fa_section(result.get("flower_app")).rstrip("\n"),
+        "",
         "## Profile of ours",
         "",
         _profile_section(result),
@@ -313,6 +416,7 @@ def write_docs(result: dict[str, Any], docs_dir: Path) -> Path:
         "python -m bench --quick              # small sizes, a small Flower round: < 2 minutes",
         "python -m bench --quick --no-flower  # ours and the floor only (what CI runs in tests/test_bench_quick.py)",
         "python -m bench --workloads W2,W3 --flower-venv PATH --profile",
+        "python -m bench --workloads FA         # the Flower example app only; rewrites only its section here",
         "```",
         "",
     ]

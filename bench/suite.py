@@ -362,6 +362,24 @@ def run_grpc(wids: list[str], quick: bool, log: Any = print) -> dict[str, Any] |
     return result
 
 
+def run_flower_app(quick: bool, no_flower: bool, log: Any = print) -> dict[str, Any]:
+    """FA: the Flower example app, ours vs Flower's SecAgg+ vs plain FedAvg, in this process (bench/flower_app.py)."""
+    if no_flower:
+        return {"skipped": "--no-flower"}
+    from bench import flower_app
+
+    try:
+        return flower_app.measure(quick, log)
+    except flower_app.FlowerAppUnavailableError as exc:
+        log(f"FA skipped: {exc}")
+        return {"skipped": f"{exc} (FA runs in this interpreter: pip install -e .[flower] torch scikit-learn)"}
+
+
+def fa_json_path(results_dir: Path, quick: bool) -> Path:
+    """Where FA's own JSON goes (the full-run docs pick it up when a result JSON has no FA of its own)."""
+    return results_dir / ("flower-app-quick.json" if quick else "flower-app.json")
+
+
 def machine_info() -> dict[str, Any]:
     """Which machine and when (the docs say so)."""
     cpu = platform.processor() or platform.machine()
@@ -397,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small N and D everywhere, a small Flower round; < 2 min")
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,curves",
-                    help="comma-separated subset of W1..W7 and 'curves' (default: all)")  # fmt: skip
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,curves,FA",
+                    help="comma-separated subset of W1..W7, 'curves' and FA (the Flower example app; alone, it "
+                         "rewrites only its section of benchmarks.md) (default: all)")  # fmt: skip
     ap.add_argument("--flower-venv", type=Path, default=None,
                     help=f"a venv holding flwr {fl.FLWR_VERSION} (default: {fl.DEFAULT_VENV.relative_to(ROOT)}, "
                          "created if missing)")  # fmt: skip
@@ -413,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text())
+        fa_file = fa_json_path(args.results_dir, bool(result["quick"]))
+        if "flower_app" not in result and fa_file.exists():
+            result["flower_app"] = json.loads(fa_file.read_text())
         if args.profile:
             for row in result["workloads"]:
                 if "skipped" not in row:
@@ -427,6 +449,17 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     docs_dir = args.docs_dir or (args.results_dir / "quick" if quick else DOCS_DIR)
     t_start = time.perf_counter()
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    if chosen == {"FA"}:  # FA alone: its JSON, and only its section of an existing benchmarks.md
+        fa = run_flower_app(quick, args.no_flower, print)
+        fa.update(command=command.strip(), machine=machine_info(), elapsed_s=time.perf_counter() - t_start)
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        out = fa_json_path(args.results_dir, quick)
+        out.write_text(json.dumps(fa, indent=1, default=_json_default) + "\n")
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        report.update_fa_section(docs_dir / "benchmarks.md", fa)
+        print(f"wrote {out} and the FA section of {docs_dir / 'benchmarks.md'} ({fa['elapsed_s']:.0f} s)")
+        return 0
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -503,6 +536,15 @@ def main(argv: list[str] | None = None) -> int:
 
     grpc = run_grpc(sorted(chosen & {"W6", "W7"}), quick, log)
 
+    flower_app_result = None
+    if "FA" in chosen:
+        flower_app_result = run_flower_app(quick, args.no_flower, log)
+        flower_app_result.update(command=command.strip(), machine=machine_info())
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        fa_json_path(args.results_dir, quick).write_text(
+            json.dumps(flower_app_result, indent=1, default=_json_default) + "\n"
+        )
+
     result = {
         "suite": "secagg benchmark suite",
         "quick": quick,
@@ -513,8 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         "curves": curves,
         "slopes": report.slopes(curves),
         "grpc": grpc,
+        "flower_app": flower_app_result,
         "elapsed_s": time.perf_counter() - t_start,
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out_json = args.results_dir / ("bench-quick.json" if quick else "bench.json")
