@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flower-secagg"
-FULL = {"nodes": 10, "rounds": 5}
+FULL = {"nodes": 10, "rounds": 10}
 QUICK = {"nodes": 4, "rounds": 2}
 FLOWER_CLIP = 8.0  # SecAggPlusWorkflow's defaults: it secures whole weights, not updates, so its range is wider
 FLOWER_QRANGE = 1 << 22
