@@ -30,11 +30,12 @@ from flwr.serverapp.strategy import (
 
 from secagg.crypto.keys import IdentityKey
 from secagg.crypto.rng import DeterministicRandom
+from secagg.errors import ConfigurationError
 from secagg.fl.strategy import IndividualUpdatesRequired
 from secagg.flower import SecAggSettings, SecureFedAvg, secagg_mod, secure
 from secagg.flower import records as rec_
 from secagg.flower.local import LocalGrid
-from secagg.flower.mod import STATE_SESSION
+from secagg.flower.mod import STATE_SESSION, default_state_key_path, load_state_key
 from secagg.protocol.config import ClientPolicy, Mode
 from secagg.protocol.messages import (
     ClientAbort,
@@ -50,6 +51,12 @@ NODES = [101, 202, 303, 404, 505]
 SHAPES = [(3, 4), (5,)]
 CLIP, BITS = 1.0, 16
 STEP = 2 * CLIP / (1 << BITS)
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes' default state key goes to a per-test directory, not the home directory."""
+    monkeypatch.setenv("SECAGG_STATE_DIR", str(tmp_path / "state"))
 
 
 def _new_arrays(node: int, arrays: list[np.ndarray], rnd: int) -> list[np.ndarray]:
@@ -262,6 +269,44 @@ def test_state_key_from_the_node_config(tmp_path: Any) -> None:
     grid = LocalGrid({n: make_app(n, [secagg_mod()]) for n in NODES}, node_config=cfg)
     result = strategy().start(grid=grid, initial_arrays=initial(), num_rounds=1)
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
+
+
+def test_the_default_state_key_is_made_once_and_reused(tmp_path: Any) -> None:
+    """A node's ClientApp processes share the key file: the first makes it (0600), the rest read it."""
+    import os
+    import stat
+
+    path = default_state_key_path()
+    assert str(path).startswith(str(tmp_path))
+    first = load_state_key(path, DeterministicRandom(1))
+    second = load_state_key(path, DeterministicRandom(2))
+    assert first == second and len(first) == 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.write_bytes(b"short")
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        load_state_key(path, DeterministicRandom(3))
+
+
+def test_a_session_sealed_under_another_key_is_refused() -> None:
+    """A stored session opens only under the key it was sealed with (e.g. a Context moved to another host):
+    node 101 advertises keys, then its key changes; it cannot go on, and the round completes without it."""
+    grid = LocalGrid({n: make_app(n, [secagg_mod(state_key=bytes(32))]) for n in NODES})
+    inner = grid.send_and_receive
+    errors: list[str] = []
+
+    def spy(messages: Any, *, timeout: float | None = None) -> Any:
+        out = list(inner(messages, timeout=timeout))
+        errors.extend(r.error.reason for r in out if r.has_error() and r.metadata.src_node_id == 101)
+        if (101, rec_.PURPOSE_ARRAYS, "SetupRequest") in grid.seen:
+            grid.apps[101] = make_app(101, [secagg_mod(state_key=bytes([1]) * 32)])
+        return out
+
+    grid.send_and_receive = spy  # type: ignore[method-assign]
+    strat = strategy()
+    result = strat.start(grid=grid, initial_arrays=initial(), num_rounds=1)
+    assert errors and "does not open under this node's state key" in errors[0]
+    assert strat.last_result is not None and 1 not in strat.last_result.survivors
+    assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[1:], 1)).max() <= 2 * STEP
 
 
 def test_hardened_mode_with_a_roster() -> None:

@@ -10,14 +10,18 @@ received) and the metrics on the node, and answers with their names only. The Se
 run our ClientSession: every check against a lying server happens there, and the model the node trained
 on is bound into the round (model_hash). Flower may run every message in a fresh process, so between
 stages the session is exported and stored in the node's Context state, sealed with AES-GCM under a
-node-local key (`state_key`, or the file named by the node config `secagg-state-key-file`); a session's
+node-local key (`state_key`; else the file named by the node config `secagg-state-key-file`; else
+`$SECAGG_STATE_DIR/flower-state.key`, by default under ~/.local/state/secagg, made on first use); a session's
 secrets are erased once it has answered the unmask request or aborted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,7 +75,6 @@ CHUNK_ELEMS = 1 << 20
 """Ring elements per masked-input chunk (4 MiB in a 2^32 ring), about Flower's array chunk size."""
 ERROR_CODE = 4201
 """Flower Error code of a message this mod refuses (not a SecAgg+ abort, which travels as ClientAbort)."""
-_PROCESS_KEY: list[SecretBytes] = []
 
 
 class _ContextLedger:
@@ -108,7 +111,8 @@ def secagg_mod(
     policy: the node's floor for the rounds it joins (scenario A7); `roster` (and `identity`, `client_id`: this
     node's id in that roster) for the hardened mode. require_secure: refuse plain rounds, so the update never
     leaves the node unmasked. state_key: 32 bytes sealing the session between messages (default: the node
-    config's `secagg-state-key-file`, else a key of this process, enough when one process serves the node).
+    config's `secagg-state-key-file`, else `default_state_key_path()`, made on first use; Flower may run each
+    message in a new process, so the key must outlive the process).
     """
     pol = policy or ClientPolicy()
     source = rng or SystemRandom()
@@ -238,14 +242,7 @@ def secagg_mod(
         if state_key is not None:
             return SecretBytes(state_key, label="flower-state-key")
         path = context.node_config.get("secagg-state-key-file")
-        if path:
-            data = Path(str(path)).read_bytes()
-            if len(data) != 32:
-                raise ConfigurationError("the state key file must hold exactly 32 bytes")
-            return SecretBytes(data, label="flower-state-key")
-        if not _PROCESS_KEY:
-            _PROCESS_KEY.append(SecretBytes(source.random_bytes(32), label="flower-state-key"))
-        return _PROCESS_KEY[0]
+        return load_state_key(Path(str(path)) if path else default_state_key_path(), source)
 
     return mod
 
@@ -326,4 +323,39 @@ def _refuse(msg: Message, reason: str) -> Message:
     return Message(Error(code=ERROR_CODE, reason=reason[:1000]), reply_to=msg)
 
 
-__all__ = ["secagg_mod"]
+def default_state_key_path() -> Path:
+    """Where the node keeps its state key when none is configured: $SECAGG_STATE_DIR, else
+    $XDG_STATE_HOME/secagg, else ~/.local/state/secagg; the file is flower-state.key."""
+    base = os.environ.get("SECAGG_STATE_DIR")
+    if base:
+        return Path(base) / "flower-state.key"
+    xdg = os.environ.get("XDG_STATE_HOME")
+    root = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return root / "secagg" / "flower-state.key"
+
+
+def load_state_key(path: Path, rng: RandomSource) -> SecretBytes:
+    """The 32-byte key in `path`, made (mode 0600) when it does not exist yet. The new key is written to a
+    temporary file and linked into place, so concurrent ClientApp processes all end up with the same complete
+    key. ConfigurationError for a file of another size."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".flower-state-key-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(rng.random_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+        data = path.read_bytes()
+    if len(data) != 32:
+        raise ConfigurationError(f"the state key file {path} must hold exactly 32 bytes")
+    return SecretBytes(data, label="flower-state-key")
+
+
+__all__ = ["default_state_key_path", "load_state_key", "secagg_mod"]
