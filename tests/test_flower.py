@@ -309,6 +309,70 @@ def test_a_session_sealed_under_another_key_is_refused() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[1:], 1)).max() <= 2 * STEP
 
 
+def test_two_nodes_are_refused_with_a_clear_error() -> None:
+    """With two nodes each could compute the other's update from the new model: no secure round is started."""
+    grid = LocalGrid({n: make_app(n, [secagg_mod()]) for n in NODES[:2]})
+    with pytest.raises(ConfigurationError, match="at least 3 nodes"):
+        strategy().start(grid=grid, initial_arrays=initial(), num_rounds=1)
+    assert grid.seen == []  # nothing was sent
+
+
+def test_too_few_ready_nodes_skip_the_round() -> None:
+    """Three sampled, one fails training: two are ready, below the minimum, so the model stays as it was."""
+    apps = {n: make_app(n, [secagg_mod()], crash=n == 303) for n in NODES[:3]}
+    strat = strategy()
+    result = strat.start(grid=LocalGrid(apps), initial_arrays=initial(), num_rounds=1)
+    assert strat.last_result is None and len(result.arrays) == 0
+
+
+def _closure_values(fn: Any, seen: set[int] | None = None) -> list[Any]:
+    """Every value a closure captures, following nested closures of the same module (what cloudpickle copies)."""
+    seen = seen if seen is not None else set()
+    out: list[Any] = []
+    for cell in fn.__closure__ or ():
+        value = cell.cell_contents
+        if callable(value) and getattr(value, "__module__", None) == fn.__module__ and hasattr(value, "__closure__"):
+            if id(value) not in seen:
+                seen.add(id(value))
+                out += _closure_values(value, seen)
+        else:
+            out.append(value)
+    return out
+
+
+def test_the_mod_can_be_shipped_to_simulation_workers(tmp_path: Any) -> None:
+    """Flower's simulation engine pickles the ClientApp: the mod must capture nothing that refuses pickling
+    (no random source, no key object; a hardened node's identity is given as the path of its PEM file)."""
+    import pickle
+
+    pem = tmp_path / "identity.pem"
+    key = IdentityKey.generate(DeterministicRandom(9))
+    pem.write_bytes(key.to_pem())
+    roster = {7: key.public_bytes}
+    mod = secagg_mod(policy=ClientPolicy(roster=roster), identity=str(pem), client_id=7)
+    for value in _closure_values(mod):
+        pickle.dumps(value)
+    with pytest.raises(Exception, match="pickle"):
+        pickle.dumps(key)  # which is why the key object itself cannot be captured for Ray
+
+
+def test_hardened_mode_with_identity_files(tmp_path: Any) -> None:
+    ids = {n: i + 10 for i, n in enumerate(NODES)}
+    roster = {}
+    apps = {}
+    for n in NODES:
+        key = IdentityKey.generate(DeterministicRandom(n))
+        (tmp_path / f"{n}.pem").write_bytes(key.to_pem())
+        roster[ids[n]] = key.public_bytes
+    policy = ClientPolicy(roster=roster, require_derived_degree=False)
+    for n in NODES:
+        apps[n] = make_app(n, [secagg_mod(policy=policy, identity=tmp_path / f"{n}.pem", client_id=ids[n])])
+    strat = strategy(mode=Mode.HARDENED, roster=roster)
+    result = strat.start(grid=LocalGrid(apps), initial_arrays=initial(), num_rounds=1)
+    assert strat.last_result is not None and len(strat.last_result.survivors) == 5
+    assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
+
+
 def test_hardened_mode_with_a_roster() -> None:
     ids = {n: i + 10 for i, n in enumerate(NODES)}
     identities = {n: IdentityKey.generate(DeterministicRandom(n)) for n in NODES}

@@ -39,6 +39,7 @@ class LocalGrid(Grid):
         apps: dict[int, ClientApp],
         *,
         node_config: dict[int, dict[str, Any]] | None = None,
+        run_config: dict[str, Any] | None = None,
         drop: dict[int, tuple[str, str]] | None = None,
         tamper: Tamper | None = None,
         run_id: int = 7,
@@ -56,7 +57,7 @@ class LocalGrid(Grid):
                     node_id=n,
                     node_config=(node_config or {}).get(n, {}),
                     state=RecordDict(),
-                    run_config={},
+                    run_config=dict(run_config or {}),
                 )
             ).SerializeToString()
             for n in apps

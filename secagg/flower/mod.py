@@ -100,7 +100,7 @@ class _ContextLedger:
 def secagg_mod(
     *,
     policy: ClientPolicy | None = None,
-    identity: IdentityKey | None = None,
+    identity: IdentityKey | str | Path | None = None,
     client_id: int | None = None,
     state_key: bytes | None = None,
     require_secure: bool = True,
@@ -112,14 +112,20 @@ def secagg_mod(
     node's id in that roster) for the hardened mode. require_secure: refuse plain rounds, so the update never
     leaves the node unmasked. state_key: 32 bytes sealing the session between messages (default: the node
     config's `secagg-state-key-file`, else `default_state_key_path()`, made on first use; Flower may run each
-    message in a new process, so the key must outlive the process).
+    message in a new process, so the key must outlive the process). identity: the key, or the path of its
+    PEM file, read when needed (Flower's simulation engine pickles the ClientApp; a key object refuses that).
+    rng: by default the OS's CSPRNG, opened per message.
     """
     pol = policy or ClientPolicy()
-    source = rng or SystemRandom()
     if state_key is not None and len(state_key) != 32:
         raise ConfigurationError("state_key must be 32 bytes")
     if client_id is not None and not 1 <= client_id < 2**31 - 1:
         raise ConfigurationError("client_id must be in 1..2^31-2")
+
+    def _identity() -> IdentityKey | None:
+        if identity is None or isinstance(identity, IdentityKey):
+            return identity
+        return IdentityKey.from_pem(Path(identity).read_bytes())
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         rec = msg.content.config_records.get(rec_.SECAGG_KEY) if msg.has_content() else None
@@ -191,7 +197,8 @@ def secagg_mod(
         inbound = decode_message(rec_.get_bytes(rec, "msg"))
         if not isinstance(inbound, SERVER_MESSAGES):
             return _refuse(msg, f"{type(inbound).__name__} is not a server message")
-        key = _state_key(context)
+        source = rng if rng is not None else SystemRandom()
+        key = _state_key(context, source)
         ad = _state_ad(msg, context, pid)
         pending = context.state.config_records.get(STATE_PENDING)
         if isinstance(inbound, SetupRequest):
@@ -204,7 +211,7 @@ def secagg_mod(
                 pid,
                 rng=source,
                 policy=pol,
-                identity=identity,
+                identity=_identity(),
                 ledger=_ContextLedger(context),
                 input=_input(purpose, pending, context),
                 chunk_elems=CHUNK_ELEMS,
@@ -221,7 +228,7 @@ def secagg_mod(
                 SecretBytes(blob, label="client-session-state"),
                 rng=source,
                 policy=pol,
-                identity=identity,
+                identity=_identity(),
                 ledger=_ContextLedger(context),
                 input=_input(purpose, pending, context),
                 chunk_elems=CHUNK_ELEMS,
@@ -238,7 +245,7 @@ def secagg_mod(
             )
         return _answer(msg, out)
 
-    def _state_key(context: Context) -> SecretBytes:
+    def _state_key(context: Context, source: RandomSource) -> SecretBytes:
         if state_key is not None:
             return SecretBytes(state_key, label="flower-state-key")
         path = context.node_config.get("secagg-state-key-file")

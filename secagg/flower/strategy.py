@@ -46,6 +46,8 @@ from secagg.protocol.rules import TERMINAL_SERVER
 from secagg.protocol.server import AggregateResult, Audit, Send, ServerSession
 
 CLIENT_MESSAGES = (AdvertiseKeys, ShareKeys, MaskedInputChunk, ConsistencySignature, UnmaskResponse, ClientAbort)
+MIN_NODES = 3
+"""Fewest nodes a secure round is started with (see _mark)."""
 log = logging.getLogger("flwr.secagg")  # under Flower's logger, so its handlers show our lines
 
 
@@ -123,6 +125,9 @@ class SecureFedAvg(FedAvg):
         records = rec_.records_digest(arrays, config)
         dim = int(rec_.flatten_arrays(arrays).shape[0])
         ids = self._ids(nodes)
+        if len(ids) < MIN_NODES:
+            log.warning("SecAgg+ needs at least %d nodes; %d ready: the model stays as it was", MIN_NODES, len(ids))
+            return None, None
         cfg = self._config(3 * server_round, ids, dim=dim, model_hash=records)
         res = self._run(cfg, ids, rec_.PURPOSE_ARRAYS, MessageType.TRAIN)
         self.last_result = res
@@ -162,6 +167,11 @@ class SecureFedAvg(FedAvg):
         self._grid = grid
         if not msgs:
             return msgs
+        if len(msgs) < MIN_NODES:
+            raise ConfigurationError(
+                f"SecAgg+ needs at least {MIN_NODES} nodes per round, {len(msgs)} sampled: with two, each node can "
+                "compute the other's update from the new model (raise min_train_nodes / min_evaluate_nodes)"
+            )
         content = msgs[0].content
         self._sent[stage] = (
             content.array_records.get(self.arrayrecord_key),
@@ -243,7 +253,7 @@ class SecureFedAvg(FedAvg):
         self, round_: int, ids: Mapping[int, int], nodes: Mapping[int, list[str]], records: bytes, kind: str
     ) -> MetricRecord | None:
         """A SecAgg+ round over the metric names every node reported (fixed point, exact weighted mean)."""
-        if len(ids) < 2:
+        if len(ids) < MIN_NODES:
             return None
         keys = sorted(set.intersection(*(set(nodes[n]) for n in ids)))
         if any(nodes[n] != keys for n in ids):
@@ -272,8 +282,8 @@ class SecureFedAvg(FedAvg):
         grid = self._grid
         if grid is None:
             raise ConfigurationError("no grid: configure_train/configure_evaluate were not called")
-        if len(ids) < 2:
-            log.warning("SecAgg+ needs at least two nodes; %d ready", len(ids))
+        if len(ids) < MIN_NODES:
+            log.warning("SecAgg+ needs at least %d nodes; %d ready: no aggregate this round", MIN_NODES, len(ids))
             return None
         t = self.secagg.stage_timeout
         server = ServerSession(
