@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from secagg.native.quantise import quantise
 
 import secagg.protocol.client as client_mod
 from secagg.crypto.prg import MaskExpander
 from secagg.crypto.rng import DeterministicRandom, random_uint32
 from secagg.crypto.secret import SecretBytes
-from secagg.native.quantise import quantise
 from secagg.protocol import recipes
 from secagg.protocol.client import ClientInput, ClientSession, MaskedChunks
 from secagg.protocol.config import RoundConfig
