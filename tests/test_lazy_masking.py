@@ -246,3 +246,28 @@ def test_nan_anywhere_aborts_before_any_chunk() -> None:
     assert victim.state is ClientState.ABORTED and victim.error is not None and victim.error.code == "BAD_INPUT"
     assert not victim.holds_round_secrets
     assert rr.ok and VICTIM not in rr.server.result.survivors  # type: ignore[union-attr]
+
+
+class _FailingExpander(MaskExpander):
+    __slots__ = ()
+
+    def accumulate(self, acc: NDArray[Any], seed: SecretBytes, sign: int = +1, start: int = 0) -> None:
+        if start:
+            raise MemoryError("no room for this chunk")
+        super().accumulate(acc, seed, sign, start)
+
+
+def test_a_failure_while_masking_ends_the_round_for_this_client() -> None:
+    cfg = make_config(4, 40)
+    setup = build(cfg, seed=8, chunk_elems=8)
+    victim = setup.clients[VICTIM]
+    victim._expander = _FailingExpander(Ring(cfg.modulus))
+    held, hook = _victim_chunks(setup)
+    run(setup, to_client=hook)
+    chunks = held["chunks"]
+    assert next(chunks).index == 0
+    with pytest.raises(MemoryError):
+        next(chunks)
+    assert victim.state is ClientState.ABORTED and not victim.holds_round_secrets
+    assert victim.error is not None and victim.error.code == "MASKING_FAILED"
+    assert next(chunks, None) is None and chunks.produced == 1

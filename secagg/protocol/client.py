@@ -595,8 +595,10 @@ class ClientSession(NoPickle):
         job.next_index += 1
         try:
             chunk = job.chunk(index)
-        except BaseException:
-            secrets.masking = None  # a half-made input is never resumed
+        except BaseException as exc:  # a half-made input is never resumed: the round ends for this client
+            if self._secrets is secrets:
+                self.error = RoundAborted("MASKING_FAILED", f"masking chunk {index} failed: {type(exc).__name__}")
+                self._finish(ClientState.ABORTED)
             raise
         if self._secrets is not secrets or secrets.masking is not job:
             return None  # the round ended (or close was called) while this chunk was masked: it does not leave
