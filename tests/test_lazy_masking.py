@@ -140,7 +140,7 @@ def _victim_chunks(setup: SimulationSetup) -> tuple[dict[str, Any], Any]:
     def hook(cid: int, msg: ServerMessage) -> ServerMessage | None:
         if cid == VICTIM and isinstance(msg, SharesDelivery):
             held["tag"] = setup.config.round_tag()
-            held["chunks"] = setup.clients[cid].receive(msg)
+            held["chunks"] = setup.clients[cid].receive(msg, lazy=True)
             return None  # the network never sees the victim's chunks
         return msg
 
@@ -271,3 +271,24 @@ def test_a_failure_while_masking_ends_the_round_for_this_client() -> None:
     assert victim.state is ClientState.ABORTED and not victim.holds_round_secrets
     assert victim.error is not None and victim.error.code == "MASKING_FAILED"
     assert next(chunks, None) is None and chunks.produced == 1
+
+
+def test_receive_without_lazy_makes_every_chunk_now_and_they_are_the_lazy_ones() -> None:
+    lazy_setup, eager_setup = (build(make_config(4, 30), seed=9, chunk_elems=4) for _ in range(2))
+    held, hook = _victim_chunks(lazy_setup)
+    run(lazy_setup, to_client=hook)
+    got: dict[str, Any] = {}
+
+    def eager_hook(cid: int, msg: ServerMessage) -> ServerMessage | None:
+        if cid == VICTIM and isinstance(msg, SharesDelivery):
+            got["replies"] = eager_setup.clients[cid].receive(msg)
+            return None
+        return msg
+
+    run(eager_setup, to_client=eager_hook)
+    eager = got["replies"]
+    assert isinstance(eager, list) and len(eager) == 8
+    lazy = list(held["chunks"])
+    assert [(c.index, c.offset, c.data.tobytes()) for c in eager] == [
+        (c.index, c.offset, c.data.tobytes()) for c in lazy
+    ]

@@ -1,8 +1,8 @@
 """The client side of SecAgg+ as a sans-IO state machine: server messages in, client messages out.
 
-`ClientSession.receive(message)` returns the messages to send back (for the masked-input stage a `MaskedChunks`,
-whose chunks are masked one by one as they are taken). Nothing here does I/O, reads a clock or a global RNG:
-randomness is a RandomSource given at construction. Every check a client makes against a
+`ClientSession.receive(message)` returns the messages to send back (with `lazy=True`, for the masked-input stage a
+`MaskedChunks`, whose chunks are masked one by one as they are taken). Nothing here does I/O, reads a clock or a
+global RNG: randomness is a RandomSource given at construction. Every check a client makes against a
 lying server (scenarios A1-A12) happens here, before any share leaves. When a check fails the session moves
 to ABORTED, erases its round secrets and answers with a `ClientAbort` naming the reason; `error` keeps the
 typed error for the caller.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -315,10 +315,17 @@ class ClientSession(NoPickle):
         """Give the update (or a callable producing it from the round's config) before the masking stage."""
         self._input = value
 
-    def receive(self, message: ServerMessage) -> list[ClientMessage] | MaskedChunks:
+    @overload
+    def receive(self, message: ServerMessage, *, lazy: Literal[False] = False) -> list[ClientMessage]: ...
+
+    @overload
+    def receive(self, message: ServerMessage, *, lazy: bool) -> list[ClientMessage] | MaskedChunks: ...
+
+    def receive(self, message: ServerMessage, *, lazy: bool = False) -> list[ClientMessage] | MaskedChunks:
         """Handle one server message; returns the messages to send to the server (possibly none).
 
-        For the masked-input stage: a `MaskedChunks`, an iterator that masks each chunk as it is taken.
+        With lazy=True the masked input comes as a `MaskedChunks`, an iterator that masks each chunk as it is
+        taken (memory: the input plus a chunk; transports stream it). Otherwise every chunk is made now.
         """
         if self.state in (ClientState.DONE, ClientState.ABORTED):
             return []  # B6: after completion nothing changes state
@@ -334,6 +341,8 @@ class ClientSession(NoPickle):
             return self._abort(RoundAborted(exc.code, str(exc)))
         if self.state not in (ClientState.DONE, ClientState.ABORTED):
             self.state = nxt
+        if isinstance(out, MaskedChunks) and not lazy:
+            return list(out)
         return out
 
     def _dispatch(self, message: ServerMessage) -> list[ClientMessage] | MaskedChunks:

@@ -223,7 +223,7 @@ class SiloRunner:
         if self._fault_exit_at is not None and REPLY_STAGE.get(type(msg)) == self._fault_exit_at:
             log.warning("silo %d: fault injection: dying at stage %s", self.silo_id, self._fault_exit_at.value)
             os.kill(os.getpid(), signal.SIGKILL)
-        replies = session.receive(msg)
+        replies = session.receive(msg, lazy=True)
         if isinstance(replies, MaskedChunks):
             self._chunks = replies
             stream.outbox.put(replies)  # the request stream takes the chunks one by one
