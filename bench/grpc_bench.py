@@ -10,6 +10,10 @@ W6  N=10 silos, D=1e6: a secure SecAgg+ round against a plaintext round over the
     Round times are medians over --repeats rounds after a warm-up round (silos stay connected), taken by
     the server (our round-<r>.json "seconds"; the plaintext server's clock from "go" to the last sum).
     Every secure aggregate is checked exactly against the plaintext ring sum. Target: secure <= 1.5 x.
+    Also the CPU seconds of one round (user + system, every process of the round, or this process's threads;
+    medians after the warm-up), secure against plaintext: (secure CPU / cores) / plaintext round seconds is
+    the ratio no schedule could beat on this machine, reported (never asserted) to tell whether the target
+    is bounded by the cores.
 W7  N=3 silo processes, D=1e8 (400 MB of float32 per silo, from .npy files), staging_budget_bytes = 0: the
     round must complete; the peak RSS of each process (ru_maxrss from wait4 when it exits) against the
     model's bytes. Targets: silo <= 3 x, server <= 2 x. `--quick` runs D=1e6 (and W6 at D=1e5).
