@@ -10,6 +10,10 @@ W6  N=10 silos, D=1e6: a secure SecAgg+ round against a plaintext round over the
     Round times are medians over --repeats rounds after a warm-up round (silos stay connected), taken by
     the server (our round-<r>.json "seconds"; the plaintext server's clock from "go" to the last sum).
     Every secure aggregate is checked exactly against the plaintext ring sum. Target: secure <= 1.5 x.
+    Also the CPU seconds of one round (user + system, every process of the round, or this process's threads;
+    medians after the warm-up), secure against plaintext: (secure CPU / cores) / plaintext round seconds is
+    the ratio no schedule could beat on this machine, reported (never asserted) to tell whether the target
+    is bounded by the cores.
 W7  N=3 silo processes, D=1e8 (400 MB of float32 per silo, from .npy files), staging_budget_bytes = 0: the
     round must complete; the peak RSS of each process (ru_maxrss from wait4 when it exits) against the
     model's bytes. Targets: silo <= 3 x, server <= 2 x. `--quick` runs D=1e6 (and W6 at D=1e5).
@@ -209,6 +213,68 @@ def _reap(child: Child, timeout: float = HANG) -> tuple[int, int]:
     return int(doc["code"]), int(doc["maxrss"])
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a live process so far (None if it is gone or unknown)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None  # exited, not yet reaped: its counters are final but it no longer runs rounds
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14 and 15 of proc(5))
+
+
+def _self_cpu() -> float:
+    """User + system CPU seconds of this process, all its threads."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _cpu_now(children: Sequence[Child], *, include_self: bool = False) -> float | None:
+    """CPU seconds consumed so far by these children (and this process when asked); None if one is gone."""
+    each = [_proc_cpu(c.pid()) for c in children]
+    if any(x is None for x in each):
+        return None
+    return sum(x for x in each if x is not None) + (_self_cpu() if include_self else 0.0)
+
+
+def _cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+class _RoundCpuSampler:
+    """Snapshots the children's CPU seconds as each round-<r>.json appears (the server writes it when round
+    r ends), so the CPU of round r (r >= 1) is the difference of consecutive snapshots."""
+
+    def __init__(self, out_dir: Path, rounds: int, children: Sequence[Child]) -> None:
+        self.samples: list[float | None] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(out_dir, rounds, list(children)), daemon=True)
+        self._thread.start()
+
+    def _run(self, out_dir: Path, rounds: int, children: list[Child]) -> None:
+        for r in range(rounds):
+            path = out_dir / f"round-{r}.json"
+            while not path.exists():
+                if self._stop.wait(0.01):
+                    return
+            self.samples.append(_cpu_now(children))
+
+    def per_round(self) -> list[float]:
+        """CPU seconds of rounds 1, 2, ... (round 0, the warm-up, has no earlier snapshot; a round during which
+        a process exited, typically the last, is left out)."""
+        self._stop.set()
+        self._thread.join(5)
+        deltas = (_cpu_delta(a, b) for a, b in zip(self.samples, self.samples[1:], strict=False))
+        return [d for d in deltas if d is not None]
+
+
 @contextlib.contextmanager
 def _processes() -> Iterator[list[Child]]:
     """Every child started inside is SIGTERMed (the launcher forwards it), then SIGKILLed, and reaped."""
@@ -285,7 +351,9 @@ def secure_processes(setup: Setup, rounds: int, *, check: bool = True) -> dict[s
             for i, path in setup.silo_paths.items()
         }
         procs.extend(silos.values())
+        sampler = _RoundCpuSampler(out, rounds, [server, *silos.values()])
         code, server_rss = _reap(server)
+        cpu = sampler.per_round()
         silo_rss = {}
         for i, p in silos.items():
             silo_code, silo_rss[i] = _reap(p)
@@ -310,6 +378,7 @@ def secure_processes(setup: Setup, rounds: int, *, check: bool = True) -> dict[s
         "exact": exact,
         "server_peak_rss": server_rss,
         "silo_peak_rss": silo_rss,
+        "cpu_seconds": cpu,
     }
 
 
@@ -320,10 +389,15 @@ def secure_threads(setup: Setup, rounds: int) -> dict[str, Any]:
     server.start()
     runners = [SiloRunner(c) for c in setup.silos.values()]
     threads = [threading.Thread(target=r.run, args=(rounds,), daemon=True) for r in runners]
+    outcomes = []
+    cpu: list[float] = []
     try:
         for t in threads:
             t.start()
-        outcomes = server.run()
+        for r in range(rounds):  # what server.run() does, with this process's CPU seconds per round
+            c0 = _self_cpu()
+            outcomes.append(server.run_round(r))
+            cpu.append(_self_cpu() - c0)
     finally:
         server.stop()
         for t in threads:
@@ -333,7 +407,7 @@ def secure_threads(setup: Setup, rounds: int) -> dict[str, Any]:
         if o.result is None:
             raise RuntimeError(f"round {o.round} aborted: {o.error}")
         exact = exact and bool(np.array_equal(o.result.sum, expected_sum(setup, o.round, o.result.survivors)))
-    return {"round_seconds": [o.seconds for o in outcomes], "exact": exact}
+    return {"round_seconds": [o.seconds for o in outcomes], "exact": exact, "cpu_seconds": cpu[1:]}
 
 
 # ---------------------------------------------------------------------------------------- plaintext floor
@@ -478,6 +552,7 @@ def plain_rounds(setup: Setup, rounds: int, transport: str) -> dict[str, Any]:
     agg = PlainAggregator(setup.server)
     agg.start()
     seconds: list[float] = []
+    cpu: list[float] = []
     logs = setup.root / "logs"
     logs.mkdir(exist_ok=True)
     with _processes() as procs:
@@ -498,7 +573,10 @@ def plain_rounds(setup: Setup, rounds: int, transport: str) -> dict[str, Any]:
                 time.sleep(0.02)
             want = None
             for _ in range(rounds):
+                c0 = _cpu_now(procs, include_self=True)  # the plaintext server runs in this process
                 s, acc = agg.run_round()
+                d = _cpu_delta(c0, _cpu_now(procs, include_self=True))
+                cpu.append(d if d is not None else float("nan"))
                 seconds.append(s)
                 if want is None:
                     want = sum((np.arange(agg.dim, dtype=np.uint64) * (i + 1)).astype(np.uint32) for i in setup.silos)
@@ -509,7 +587,7 @@ def plain_rounds(setup: Setup, rounds: int, transport: str) -> dict[str, Any]:
                 t.join(60)
         finally:
             agg.stop()
-    return {"round_seconds": seconds, "exact": True}
+    return {"round_seconds": seconds, "exact": True, "cpu_seconds": [c for c in cpu[1:] if c == c]}
 
 
 # ---------------------------------------------------------------------------------------- workloads
@@ -548,6 +626,9 @@ def w6(root: Path, n: int, dim: int, repeats: int, transports: Sequence[str]) ->
         # neighbour, the server every self mask; spread perfectly over the cores, on top of the plaintext round
         expansions = n * (1 + (n - 1)) + n
         masks = expansions * expansion_seconds(dim + 1) / (os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+        o_cpu = statistics.median(ours["cpu_seconds"]) if ours["cpu_seconds"] else float("nan")
+        p_cpu = statistics.median(plain["cpu_seconds"]) if plain["cpu_seconds"] else float("nan")
         timed = ours.get("stages", [])[1:]
         stages = {k: statistics.median(s[k] for s in timed) for k in timed[0]} if timed else None
         rows.append(
@@ -566,6 +647,17 @@ def w6(root: Path, n: int, dim: int, repeats: int, transports: Sequence[str]) ->
                 "mask_expansions": expansions,
                 "mask_floor_s": masks,
                 "ratio_to_plaintext_plus_masks": o / (p + masks),
+                # CPU seconds of one round, all processes (or this process's threads), medians after warm-up:
+                # secure_cpu_s / cpus is the shortest the secure round could take on this machine's cores
+                "secure_cpu_s": o_cpu,
+                "secure_cpu_samples_s": ours["cpu_seconds"],
+                "plaintext_cpu_s": p_cpu,
+                "plaintext_cpu_samples_s": plain["cpu_seconds"],
+                "cpu_ratio": o_cpu / p_cpu,
+                "secure_cpu_per_core_s": o_cpu / cpus,
+                "cpu_bound_ratio": (o_cpu / cpus) / p,
+                "cpu_bound_note": "cpu_bound_ratio = (secure CPU seconds / cores) / plaintext round seconds: "
+                "the ratio no schedule could beat on this machine; above 1.5 the target is out of reach here",
                 "exact": ours["exact"],
                 "target": "secure <= 1.5 x plaintext",
                 "meets_target": o / p <= 1.5,
@@ -610,15 +702,19 @@ def _table(rows: list[dict[str, Any]]) -> str:
     if w6_rows:
         lines += [
             "| W6 | transport | N | D | secure round (s) | plaintext round (s) | ratio | masks floor (s) "
-            "| secure / (plaintext + masks) | exact | target |",
+            "| secure / (plaintext + masks) | CPU s secure / plaintext (ratio) | secure CPU / cores / plaintext "
+            "| exact | target |",
             "|----|-----------|---|---|------------------|---------------------|-------|-----------------"
-            "|------------------------------|-------|--------|",
+            "|------------------------------|----------------------------------|-------------------------------"
+            "|-------|--------|",
         ]
         for r in w6_rows:
             lines.append(
                 f"| W6 | {r['transport']} | {r['n']} | {r['dim']:.0e} | {r['secure_round_s']:.3f} | "
                 f"{r['plaintext_round_s']:.3f} | {r['ratio']:.2f} | {r['mask_floor_s']:.3f} | "
-                f"{r['ratio_to_plaintext_plus_masks']:.2f} | {r['exact']} | "
+                f"{r['ratio_to_plaintext_plus_masks']:.2f} | "
+                f"{r['secure_cpu_s']:.2f} / {r['plaintext_cpu_s']:.2f} ({r['cpu_ratio']:.1f}) | "
+                f"{r['cpu_bound_ratio']:.2f} | {r['exact']} | "
                 f"<= 1.5 ({'met' if r['meets_target'] else 'NOT met'}) |"
             )
     for r in rows:

@@ -1,7 +1,8 @@
 """The client side of SecAgg+ as a sans-IO state machine: server messages in, client messages out.
 
-`ClientSession.receive(message)` returns the messages to send back. Nothing here does I/O, reads a clock or
-a global RNG: randomness is a RandomSource given at construction. Every check a client makes against a
+`ClientSession.receive(message)` returns the messages to send back (with `lazy=True`, for the masked-input stage a
+`MaskedChunks`, whose chunks are masked one by one as they are taken). Nothing here does I/O, reads a clock or a
+global RNG: randomness is a RandomSource given at construction. Every check a client makes against a
 lying server (scenarios A1-A12) happens here, before any share leaves. When a check fails the session moves
 to ABORTED, erases its round secrets and answers with a `ClientAbort` naming the reason; `error` keeps the
 typed error for the caller.
@@ -10,9 +11,9 @@ typed error for the caller.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -127,6 +128,7 @@ class _RoundSecrets(NoPickle):
         "enc",
         "key_shares",
         "mask",
+        "masking",
         "own_key_share",
         "own_seed_share",
         "pair_keys",
@@ -143,6 +145,123 @@ class _RoundSecrets(NoPickle):
         self.seed_shares: dict[int, bytes] = {}  # peer -> my share of the peer's self-mask seed
         self.key_shares: dict[int, bytes] = {}  # peer -> my share of the peer's mask private key
         self.pair_keys: dict[int, SecretBytes] = {}  # peer -> share-encryption key of the pair
+        self.masking: _MaskingJob | None = None  # the masked input still being produced, chunk by chunk
+
+
+class _MaskingJob(NoPickle):
+    """What masking the input chunk by chunk needs: the input, the self-mask seed and the pairwise seeds (the
+    X25519 agreements are done once, here), and the position of the next chunk. Lives among the round's
+    secrets, so it is dropped with them; also dropped once the last chunk is out."""
+
+    __slots__ = (
+        "bits",
+        "chunk_elems",
+        "clip",
+        "count",
+        "dim",
+        "encoded",
+        "expander",
+        "modulus",
+        "next_index",
+        "ring",
+        "rounding",
+        "seeds",
+        "sid",
+        "token",
+        "vector",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        cfg: RoundConfig,
+        sid: bytes,
+        ring: Ring,
+        expander: MaskExpander,
+        seeds: list[tuple[SecretBytes, int]],
+        weight: int,
+        vector: NDArray[np.float32] | None,
+        encoded: NDArray[Any] | None,
+        rounding: RandomSource | None,
+        chunk_elems: int | None,
+    ) -> None:
+        self.sid = sid
+        self.ring = ring
+        self.expander = expander
+        self.seeds = seeds  # (seed, sign): the self mask first, then each live neighbour's pairwise mask
+        self.weight = weight
+        self.vector = vector
+        self.encoded = encoded
+        self.rounding = rounding
+        self.dim = cfg.dim
+        self.clip = cfg.clip
+        self.bits = cfg.bits
+        self.modulus = cfg.modulus
+        length = cfg.vector_length
+        self.chunk_elems = chunk_elems or length
+        self.count = -(-length // self.chunk_elems)
+        self.next_index = 0
+        self.token = object()  # names this job to its MaskedChunks, which holds no secret itself
+
+    def chunk(self, index: int) -> MaskedInputChunk:
+        """Chunk `index` of y = quantise(x) || weight + self mask + (+/-) each pairwise mask; chunks must be
+        taken in order (the stochastic-rounding words are drawn coordinate after coordinate, as in one pass)."""
+        lo = index * self.chunk_elems
+        hi = min(lo + self.chunk_elems, self.dim + 1)
+        out = self.ring.zeros(hi - lo)
+        top = min(hi, self.dim)
+        if self.encoded is not None:
+            out[: max(top - lo, 0)] = self.encoded[lo:top]
+        elif self.vector is not None and self.rounding is not None:
+            for b in range(lo, top, _QUANTISE_BLOCK):
+                e = min(b + _QUANTISE_BLOCK, top)
+                rand = random_uint32(self.rounding, e - b)
+                quantise(self.vector[b:e], self.clip, self.bits, self.weight, rand, self.modulus, out[b - lo : e - lo])
+        if hi == self.dim + 1:
+            out[-1] = self.weight  # the total weight travels as the last, masked coordinate
+        for seed, sign in self.seeds:
+            self.expander.accumulate(out, seed, sign, lo)
+        return MaskedInputChunk(self.sid, index, self.count, lo, out)
+
+
+class MaskedChunks(NoPickle, Iterator[MaskedInputChunk]):
+    """The masked input of one round as `MaskedInputChunk`s, each masked when it is taken (in order, once).
+
+    What `ClientSession.receive` returns for the masked-input stage: a silo then holds its input plus one
+    chunk instead of a masked copy of the model, and a transport sends chunk i while chunk i+1 is masked.
+    It holds no secret, only its session: once the round ends (abort, server abort, completion) or `close`
+    is called it produces nothing more (iteration stops), so no chunk is ever made from erased secrets.
+    """
+
+    __slots__ = ("_session", "_token", "count", "produced")
+
+    def __init__(self, session: ClientSession, token: object, count: int) -> None:
+        self._session = session
+        self._token = token
+        self.count = count  # chunks in the whole masked input
+        self.produced = 0  # chunks produced so far (fewer than count if the round ended or close was called)
+
+    def __next__(self) -> MaskedInputChunk:
+        chunk = self._session._next_masked_chunk(self._token)
+        if chunk is None:
+            raise StopIteration
+        self.produced += 1
+        return chunk
+
+    def __length_hint__(self) -> int:
+        return self.count - self.produced
+
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk was produced."""
+        return self.produced == self.count
+
+    def close(self) -> None:
+        """Produce no further chunk and drop the masking state (input, pairwise seeds) now."""
+        self._session._close_masking(self._token)
+
+    def __repr__(self) -> str:
+        return f"MaskedChunks(count={self.count})"
 
 
 class ClientSession(NoPickle):
@@ -196,8 +315,18 @@ class ClientSession(NoPickle):
         """Give the update (or a callable producing it from the round's config) before the masking stage."""
         self._input = value
 
-    def receive(self, message: ServerMessage) -> list[ClientMessage]:
-        """Handle one server message; returns the messages to send to the server (possibly none)."""
+    @overload
+    def receive(self, message: ServerMessage, *, lazy: Literal[False] = False) -> list[ClientMessage]: ...
+
+    @overload
+    def receive(self, message: ServerMessage, *, lazy: bool) -> list[ClientMessage] | MaskedChunks: ...
+
+    def receive(self, message: ServerMessage, *, lazy: bool = False) -> list[ClientMessage] | MaskedChunks:
+        """Handle one server message; returns the messages to send to the server (possibly none).
+
+        With lazy=True the masked input comes as a `MaskedChunks`, an iterator that masks each chunk as it is
+        taken (memory: the input plus a chunk; transports stream it). Otherwise every chunk is made now.
+        """
         if self.state in (ClientState.DONE, ClientState.ABORTED):
             return []  # B6: after completion nothing changes state
         mode = self.config.mode if self.config is not None else Mode.SEMI_HONEST
@@ -212,9 +341,11 @@ class ClientSession(NoPickle):
             return self._abort(RoundAborted(exc.code, str(exc)))
         if self.state not in (ClientState.DONE, ClientState.ABORTED):
             self.state = nxt
+        if isinstance(out, MaskedChunks) and not lazy:
+            return list(out)
         return out
 
-    def _dispatch(self, message: ServerMessage) -> list[ClientMessage]:
+    def _dispatch(self, message: ServerMessage) -> list[ClientMessage] | MaskedChunks:
         if isinstance(message, SetupRequest):
             return self._on_setup(message)
         if isinstance(message, KeysBroadcast):
@@ -382,7 +513,7 @@ class ClientSession(NoPickle):
         commitment = recipes.seed_commitment(sid, me, secrets.seed)
         return [ShareKeys(session_id=sid, ciphertexts=tuple(cts), seed_commitment=commitment)]
 
-    def _on_shares(self, msg: SharesDelivery) -> list[ClientMessage]:
+    def _on_shares(self, msg: SharesDelivery) -> MaskedChunks:
         cfg, secrets, sid = self._cfg(), self._round_secrets(), self._sid()
         me = self.client_id
         if msg.session_id != sid:
@@ -404,65 +535,90 @@ class ClientSession(NoPickle):
         if len(live) + 1 < cfg.t:
             raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(live)} neighbours shared keys, t={cfg.t}")
         self._live_neighbours = live
-        masked = self._masked_vector(cfg, secrets, sid, live)
-        # A10: the contribution is recorded before it leaves, so a replayed setup is refused.
+        job = self._masking_job(cfg, secrets, sid, live)
+        secrets.masking = job
+        # A10: the contribution is recorded before its first chunk leaves, so a replayed setup is refused.
         self._ledger.record(cfg.run_id, cfg.round)
-        return list(self._chunks(sid, masked))
+        return MaskedChunks(self, job.token, job.count)
 
-    def _masked_vector(
-        self, cfg: RoundConfig, secrets: _RoundSecrets, sid: bytes, live: frozenset[int]
-    ) -> NDArray[Any]:
-        """y = quantise(x) || weight + self mask + (+/-) the pairwise mask of every live neighbour.
+    def _masking_job(self, cfg: RoundConfig, secrets: _RoundSecrets, sid: bytes, live: frozenset[int]) -> _MaskingJob:
+        """Check the input and derive every mask seed, ready to mask chunk by chunk (see `_MaskingJob.chunk`).
 
-        A local input that cannot be used (missing, wrong shape, NaN, weight out of range, or a provider that
-        failed) aborts this client's round with BAD_INPUT: its secrets are erased and the round goes on
-        without it.
+        The input provider is called once, here. A local input that cannot be used (missing, wrong shape, NaN,
+        weight out of range, or a provider that failed) aborts this client's round with BAD_INPUT before any
+        chunk exists: its secrets are erased and the round goes on without it.
         """
         ring = Ring(cfg.modulus)
-        out = ring.zeros(cfg.vector_length)
+        vector: NDArray[np.float32] | None = None
+        encoded: NDArray[Any] | None = None
         try:
             data = self._input(cfg) if callable(self._input) else self._input
             if data is None:
                 raise LocalProtocolError("no input provided before the masking stage")
             if not 1 <= int(data.weight) <= cfg.max_weight:
                 raise LocalProtocolError(f"weight must be in 1..{cfg.max_weight}")
+            weight = int(data.weight)
             if cfg.encoding == "integers":
                 enc = data.encoded
                 if enc is None or enc.dtype != ring.dtype or enc.ndim != 1 or enc.shape[0] != cfg.dim:
                     raise LocalProtocolError(f"this round takes {cfg.dim} ring elements ({ring.dtype.name})")
                 if cfg.modulus < (1 << (8 * ring.word_bytes)) and cfg.dim and int(enc.max()) >= cfg.modulus:
                     raise LocalProtocolError("encoded input has elements >= modulus")
-                out[:-1] = enc
+                encoded = enc
             else:
                 vec = np.asarray(data.vector)
                 if vec.dtype != np.float32 or vec.ndim != 1 or vec.shape[0] != cfg.dim:
                     raise LocalProtocolError(f"input must be a float32 vector of length {cfg.dim}")
-                # block by block, so the rounding randomness never costs a second model-sized buffer
+                if cfg.dim and np.isnan(vec.min()):  # the whole input, before any chunk is made
+                    raise LocalProtocolError("the input contains NaN")
+                # every other check quantise makes, on an empty slice (it draws no rounding words)
+                quantise(vec[:0], cfg.clip, cfg.bits, weight, np.zeros(0, np.uint32), cfg.modulus, ring.zeros(0))
+                vector = vec
+                # chunk by chunk, so the rounding randomness never costs a second model-sized buffer
                 if self._rounding_rng is None:
                     self._rounding_rng = DeterministicRandom(self._rng.random_bytes(32), label=_ROUNDING_LABEL)
-                for lo in range(0, cfg.dim, _QUANTISE_BLOCK):
-                    hi = min(lo + _QUANTISE_BLOCK, cfg.dim)
-                    rand = random_uint32(self._rounding_rng, hi - lo)
-                    quantise(vec[lo:hi], cfg.clip, cfg.bits, int(data.weight), rand, cfg.modulus, out[lo:hi])
         except (LocalProtocolError, ConfigurationError) as exc:
             raise RoundAborted("BAD_INPUT", str(exc)) from None
         except Exception as exc:  # a failing input provider (e.g. local training) must not leave secrets behind
             log.exception("client %d: the input provider failed", self.client_id)
             raise RoundAborted("BAD_INPUT", f"the input provider failed: {type(exc).__name__}") from None
-        out[-1] = int(data.weight)
         expander = self._expander if self._expander is not None and self._expander.ring == ring else MaskExpander(ring)
         assert secrets.seed is not None
-        expander.accumulate(out, secrets.seed, +1)
-        for peer in sorted(live):
+        seeds: list[tuple[SecretBytes, int]] = [(secrets.seed, +1)]
+        for peer in sorted(live):  # the X25519 agreements, once for all chunks
             shared = secrets.mask.agree(self._peer_mask_keys[peer])
-            seed = recipes.pairwise_seed(shared, sid, self.client_id, peer)
-            expander.accumulate(out, seed, recipes.pairwise_sign(self.client_id, peer))
-        return out
+            seeds.append(
+                (recipes.pairwise_seed(shared, sid, self.client_id, peer), recipes.pairwise_sign(self.client_id, peer))
+            )
+        return _MaskingJob(
+            cfg, sid, ring, expander, seeds, weight, vector, encoded, self._rounding_rng, self._chunk_elems
+        )
 
-    def _chunks(self, sid: bytes, masked: NDArray[Any]) -> list[MaskedInputChunk]:
-        size = self._chunk_elems or masked.shape[0]
-        count = -(-masked.shape[0] // size)
-        return [MaskedInputChunk(sid, i, count, i * size, masked[i * size : (i + 1) * size]) for i in range(count)]
+    def _next_masked_chunk(self, token: object) -> MaskedInputChunk | None:
+        """The next chunk of the job named by token, or None once it is done or the round's secrets are gone."""
+        secrets = self._secrets
+        job = secrets.masking if secrets is not None else None
+        if secrets is None or job is None or job.token is not token or job.next_index >= job.count:
+            return None
+        index = job.next_index
+        job.next_index += 1
+        try:
+            chunk = job.chunk(index)
+        except BaseException as exc:  # a half-made input is never resumed: the round ends for this client
+            if self._secrets is secrets:
+                self.error = RoundAborted("MASKING_FAILED", f"masking chunk {index} failed: {type(exc).__name__}")
+                self._finish(ClientState.ABORTED)
+            raise
+        if self._secrets is not secrets or secrets.masking is not job:
+            return None  # the round ended (or close was called) while this chunk was masked: it does not leave
+        if job.next_index >= job.count:
+            secrets.masking = None  # the last chunk: drop the input and the pairwise seeds now
+        return chunk
+
+    def _close_masking(self, token: object) -> None:
+        secrets = self._secrets
+        if secrets is not None and secrets.masking is not None and secrets.masking.token is token:
+            secrets.masking = None
 
     def _on_consistency(self, msg: ConsistencyRequest) -> list[ClientMessage]:
         cfg, sid = self._cfg(), self._sid()

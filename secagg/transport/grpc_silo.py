@@ -3,8 +3,8 @@
 Silos sit behind firewalls that allow only outbound connections, so the silo opens the stream and keeps it
 open; the server sends each stage's request on it. A broken stream ends the round in progress for this
 silo (its round secrets are dropped with the session) and the silo reconnects with exponential backoff.
-Masked-input chunks are converted to protobuf one at a time as gRPC pulls them, so memory stays about the
-model's size plus a chunk.
+Masked-input chunks are masked and converted to protobuf one at a time as gRPC pulls them, so memory stays
+about the model's size plus a chunk, and masking chunk i+1 overlaps sending chunk i.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from secagg.crypto.keys import IdentityKey
 from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.deploy.config import DEFAULT_CHUNK_ELEMS, MESSAGE_OVERHEAD_BYTES, SiloConfig
 from secagg.errors import ConfigurationError, EncodingError
-from secagg.protocol.client import ClientInput, ClientSession, ContributionLedger
+from secagg.protocol.client import ClientInput, ClientSession, ContributionLedger, MaskedChunks
 from secagg.protocol.config import RoundConfig
 from secagg.protocol.messages import ClientMessage, RoundComplete, ServerAbort, SetupRequest
 from secagg.protocol.rules import ClientState, Stage
@@ -52,7 +52,7 @@ class SiloRound:
 
 @dataclass
 class _Stream:
-    outbox: queue.Queue[ClientMessage | None] = field(default_factory=queue.Queue)
+    outbox: queue.Queue[ClientMessage | MaskedChunks | None] = field(default_factory=queue.Queue)
 
 
 class SiloRunner:
@@ -84,6 +84,7 @@ class SiloRunner:
         seeded = config.seed is not None
         self._rng: RandomSource = rng or (DeterministicRandom(config.seed or 0) if seeded else SystemRandom())
         self._session: ClientSession | None = None
+        self._chunks: MaskedChunks | None = None  # the masked input being streamed, if any
         self._live_channel: grpc.Channel | None = None
         self.rounds: list[SiloRound] = []
         self.connections = 0
@@ -159,7 +160,11 @@ class SiloRunner:
                 item = stream.outbox.get()
                 if item is None:
                     return
-                yield wire.client_to_proto(item)  # one chunk at a time: converted as gRPC pulls it
+                if isinstance(item, MaskedChunks):
+                    for chunk in item:  # masked, then converted, as gRPC pulls it; stops if the round ends
+                        yield wire.client_to_proto(chunk)
+                else:
+                    yield wire.client_to_proto(item)
 
         def watch() -> None:  # a stop request ends the request stream too
             stop.wait()
@@ -218,11 +223,17 @@ class SiloRunner:
         if self._fault_exit_at is not None and REPLY_STAGE.get(type(msg)) == self._fault_exit_at:
             log.warning("silo %d: fault injection: dying at stage %s", self.silo_id, self._fault_exit_at.value)
             os.kill(os.getpid(), signal.SIGKILL)
-        for reply in session.receive(msg):
-            stream.outbox.put(reply)
+        replies = session.receive(msg, lazy=True)
+        if isinstance(replies, MaskedChunks):
+            self._chunks = replies
+            stream.outbox.put(replies)  # the request stream takes the chunks one by one
+        else:
+            for reply in replies:
+                stream.outbox.put(reply)
         if session.state in (ClientState.DONE, ClientState.ABORTED):
             self._record(session, msg)
             self._session = None
+            self._chunks = None  # the session erased its secrets: the chunks stream stops by itself
 
     def _record(self, session: ClientSession, last: object) -> None:
         cfg = session.config or session.proposal
@@ -243,6 +254,9 @@ class SiloRunner:
 
     def _end_round(self, code: str, reason: str) -> None:
         """Drop the session in progress (and with it the round's secrets)."""
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            chunks.close()  # a half-streamed masked input stops here (its masking state is dropped now)
         session = self._session
         if session is None:
             return
