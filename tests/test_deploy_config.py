@@ -512,3 +512,19 @@ def test_silo_config_opens_its_ledger(pki: PkiLayout) -> None:
     assert ledger.path == pki.silos[2].state_dir / "contributions.json"
     ledger.record("run", 0)
     assert cfg.open_ledger().has_contributed("run", 0)
+
+
+def test_npy_data_with_a_nan_in_a_later_block_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finiteness check goes block by block (no model-sized mask) and still sees every element."""
+    import secagg.deploy.config as config_module
+
+    monkeypatch.setattr(config_module, "_FINITE_BLOCK", 4)
+    good = np.linspace(-1, 1, 10, dtype=np.float32)
+    np.save(tmp_path / "good.npy", good)
+    assert np.array_equal(SiloData("npy", path=tmp_path / "good.npy").load_array(), good)
+    for bad_value in (np.nan, np.inf):
+        bad = good.copy()
+        bad[9] = bad_value  # in the third block
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises(ConfigurationError, match="NaN or infinity"):
+            SiloData("npy", path=tmp_path / "bad.npy").load_array()

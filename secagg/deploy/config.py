@@ -289,6 +289,10 @@ def _check_private_key(t: _Table, key: str, path: Path, cert: x509.Certificate |
 # -- roster ------------------------------------------------------------------------------------------------
 
 
+_FINITE_BLOCK = 1 << 20
+"""Elements checked for NaN/infinity at a time when a silo loads its vector."""
+
+
 @dataclass(frozen=True)
 class RosterEntry:
     """One silo: protocol id, display name, TLS certificate common name, pinned Ed25519 public key."""
@@ -794,8 +798,9 @@ class SiloData:
             raise ConfigurationError(f"{self.path}: cannot read .npy ({type(exc).__name__})") from None
         if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 1:
             raise ConfigurationError(f"{self.path}: expected a 1-D float32 array")
-        if not np.isfinite(arr).all():
-            raise ConfigurationError(f"{self.path}: contains NaN or infinity")
+        for lo in range(0, arr.shape[0], _FINITE_BLOCK):  # block by block: no model-sized boolean mask
+            if not np.isfinite(arr[lo : lo + _FINITE_BLOCK]).all():
+                raise ConfigurationError(f"{self.path}: contains NaN or infinity")
         return arr
 
 
