@@ -38,13 +38,16 @@ from secagg.flower.local import LocalGrid
 from secagg.flower.mod import STATE_SESSION, default_state_key_path, load_state_key
 from secagg.protocol.config import ClientPolicy, Mode
 from secagg.protocol.messages import (
+    AdvertiseKeys,
     ClientAbort,
+    KeyAdvertisement,
     MaskedInputChunk,
     ServerMessage,
     SetupRequest,
     UnmaskRequest,
     UnmaskResponse,
     decode_message,
+    encode_message,
 )
 
 NODES = [101, 202, 303, 404, 505]
@@ -171,9 +174,11 @@ def _replies_of(grid: LocalGrid) -> list[tuple[int, list[Any]]]:
     def spy(messages: Any, *, timeout: float | None = None) -> Any:
         replies = list(inner(messages, timeout=timeout))
         for r in replies:
-            rec = r.content.array_records.get(rec_.REPLY_KEY) if r.has_content() else None
-            if rec is not None:
-                seen.append((r.metadata.src_node_id, [decode_message(b) for b in rec_.unpack_replies(rec)]))
+            if not r.has_content():
+                continue
+            for key, rec in r.content.array_records.items():
+                if key.startswith("secagg-replies."):
+                    seen.append((r.metadata.src_node_id, [decode_message(b) for b in rec_.unpack_replies(rec)]))
         return replies
 
     grid.send_and_receive = spy  # type: ignore[method-assign]
@@ -254,10 +259,10 @@ def test_session_between_stages_is_sealed_in_the_context() -> None:
     grid = secure_grid(drop={101: (rec_.PURPOSE_ARRAYS, "SharesDelivery")})
     strategy().start(grid=grid, initial_arrays=initial(), num_rounds=1)
     # node 101 went silent after sharing keys: its context still holds the session of that stage, sealed
-    sealed = rec_.get_bytes(grid.context(101).state.config_records[STATE_SESSION], "blob")
+    sealed = rec_.get_bytes(grid.context(101).state.config_records[f"{STATE_SESSION}.arrays"], "blob")
     assert len(sealed) > 100
     # the others finished: their session (and its secrets) is gone from the context
-    assert all(STATE_SESSION not in grid.context(n).state.config_records for n in NODES[1:])
+    assert all(not any(k.startswith(STATE_SESSION) for k in grid.context(n).state.config_records) for n in NODES[1:])
 
 
 def test_state_key_from_the_node_config(tmp_path: Any) -> None:
@@ -292,19 +297,19 @@ def test_a_session_sealed_under_another_key_is_refused() -> None:
     node 101 advertises keys, then its key changes; it cannot go on, and the round completes without it."""
     grid = LocalGrid({n: make_app(n, [secagg_mod(state_key=bytes(32))]) for n in NODES})
     inner = grid.send_and_receive
-    errors: list[str] = []
 
     def spy(messages: Any, *, timeout: float | None = None) -> Any:
         out = list(inner(messages, timeout=timeout))
-        errors.extend(r.error.reason for r in out if r.has_error() and r.metadata.src_node_id == 101)
         if (101, rec_.PURPOSE_ARRAYS, "SetupRequest") in grid.seen:
             grid.apps[101] = make_app(101, [secagg_mod(state_key=bytes([1]) * 32)])
         return out
 
     grid.send_and_receive = spy  # type: ignore[method-assign]
+    seen = _replies_of(grid)
     strat = strategy()
     result = strat.start(grid=grid, initial_arrays=initial(), num_rounds=1)
-    assert errors and "does not open under this node's state key" in errors[0]
+    aborts = [m for node, msgs in seen if node == 101 for m in msgs if isinstance(m, ClientAbort)]
+    assert aborts and aborts[0].code == "STATE_UNREADABLE" and "state key" in aborts[0].reason
     assert strat.last_result is not None and 1 not in strat.last_result.survivors
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[1:], 1)).max() <= 2 * STEP
 
@@ -447,10 +452,24 @@ def test_client_side_clipping_dp_runs_through_secagg() -> None:
     assert np.abs(flat(result.arrays) - want).max() <= 2 * STEP
 
 
-def test_mod_refuses_malformed_protocol_messages() -> None:
+_ADV = encode_message(AdvertiseKeys(round_tag=bytes(32), advertisement=KeyAdvertisement(1, bytes(32), bytes(32))))
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"purposes": [rec_.PURPOSE_ARRAYS], "client-id": 1, "msgs": [b"junk"]}, "EncodingError"),
+        ({"purposes": [rec_.PURPOSE_ARRAYS], "client-id": 1, "msgs": [_ADV]}, "not a server message"),
+        ({"purposes": ["arrays", "metrics"], "client-id": 1, "msgs": [b"x"]}, "one message per purpose"),
+        ({"purposes": ["arrays", "arrays"], "client-id": 1, "msgs": [b"x", b"y"]}, "one message per purpose"),
+        ({"purposes": [rec_.PURPOSE_ARRAYS], "client-id": "1", "msgs": [b"x"]}, "must be an integer"),
+        ({"client-id": 1, "msgs": [b"x"]}, "'purposes'"),
+    ],
+)
+def test_mod_refuses_malformed_protocol_messages(fields: dict[str, Any], why: str) -> None:
     mod = secagg_mod()
     ctx = Context(run_id=1, node_id=9, node_config={}, state=RecordDict(), run_config={})
-    bad = ConfigRecord({"stage": rec_.STAGE_PROTOCOL, "purpose": rec_.PURPOSE_ARRAYS, "client-id": 1, "msg": b"junk"})
+    bad = ConfigRecord({"stage": rec_.STAGE_PROTOCOL, **fields})
     from flwr.supercore.task_identity import TaskIdentity
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
@@ -460,4 +479,5 @@ def test_mod_refuses_malformed_protocol_messages() -> None:
         raise AssertionError("the user's function must not run")
 
     reply = mod(msg, ctx, never)
-    assert reply.has_error() and "EncodingError" in reply.error.reason
+    assert reply.has_error() and why in reply.error.reason
+    assert len(ctx.state) == 0  # nothing stored

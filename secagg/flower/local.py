@@ -99,14 +99,15 @@ class LocalGrid(Grid):
                 continue
             rec = msg.content.config_records.get(rec_.SECAGG_KEY)
             if rec is not None and rec["stage"] == rec_.STAGE_PROTOCOL:
-                inner = decode_message(bytes(rec["msg"]))  # type: ignore[arg-type]
-                what = (str(rec["purpose"]), type(inner).__name__)
-                self.seen.append((node, *what))
-                if self.drop.get(node) == what:
+                purposes = rec_.get_names_list(rec, "purposes")
+                inner = [decode_message(b) for b in rec_.get_bytes_list(rec, "msgs")]
+                whats = [(p, type(m).__name__) for p, m in zip(purposes, inner, strict=True)]
+                self.seen.extend((node, *what) for what in whats)
+                if self.drop.get(node) in whats:
                     self.gone.add(node)
                     continue
                 if self.tamper is not None:
-                    rec["msg"] = encode_message(self.tamper(node, inner))  # type: ignore[arg-type]
+                    rec["msgs"] = [encode_message(self.tamper(node, m)) for m in inner]  # type: ignore[arg-type]
             inbound = _wire(msg)
             context = self.context(node)
             try:

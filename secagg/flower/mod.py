@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from secagg.crypto import aead
 from secagg.crypto.keys import IdentityKey
@@ -45,6 +45,7 @@ from secagg.protocol.messages import (
     MaskedInputChunk,
     RoundComplete,
     ServerAbort,
+    ServerMessage,
     SetupRequest,
     SharesDelivery,
     UnmaskRequest,
@@ -148,7 +149,7 @@ def secagg_mod(
         msg: Message, context: Context, call_next: Callable[[Message, Context], Message], rec: ConfigRecord, stage: str
     ) -> Message:
         """Run the user's function; keep its update and metrics here; answer with their names only."""
-        for key in (STATE_SESSION, STATE_PENDING, STATE_UPDATE):
+        for key in [k for k in context.state if k.startswith(STATE_SESSION)] + [STATE_PENDING, STATE_UPDATE]:
             context.state.pop(key, None)  # a new Flower round: whatever the last one left is void
         # The user's function (and inner mods, e.g. Flower's fixedclipping_mod) see exactly a FedAvg message.
         msg.content = RecordDict({k: v for k, v in msg.content.items() if k != rec_.SECAGG_KEY})
@@ -189,24 +190,46 @@ def secagg_mod(
         return Message(RecordDict({rec_.SECAGG_KEY: ConfigRecord(answer)}), reply_to=msg)  # type: ignore[arg-type]
 
     def _protocol(msg: Message, context: Context, rec: ConfigRecord) -> Message:
-        """One SecAgg+ server message in, the ClientSession's answers out; the session sealed in between."""
+        """SecAgg+ server messages in (one per round this exchange serves), the ClientSessions' answers out."""
         pid = rec_.get_int(rec, "client-id")
         if client_id is not None and pid != client_id:
             return _refuse(msg, f"the server assigned id {pid}; this node's SecAgg+ id is {client_id}")
-        purpose = rec_.get_str(rec, "purpose")
-        inbound = decode_message(rec_.get_bytes(rec, "msg"))
-        if not isinstance(inbound, SERVER_MESSAGES):
-            return _refuse(msg, f"{type(inbound).__name__} is not a server message")
+        purposes = rec_.get_names_list(rec, "purposes")
+        blobs = rec_.get_bytes_list(rec, "msgs")
+        if len(purposes) != len(blobs) or len(set(purposes)) != len(purposes):
+            return _refuse(msg, "one message per purpose expected")
+        inbound = [decode_message(b) for b in blobs]
+        for m in inbound:
+            if not isinstance(m, SERVER_MESSAGES):
+                return _refuse(msg, f"{type(m).__name__} is not a server message")
         source = rng if rng is not None else SystemRandom()
         key = _state_key(context, source)
-        ad = _state_ad(msg, context, pid)
+        answers = {
+            purpose: _step(msg, context, pid, purpose, m, key, source)  # type: ignore[arg-type]
+            for purpose, m in zip(purposes, inbound, strict=True)
+        }
+        return _answer(msg, answers)
+
+    def _step(
+        msg: Message,
+        context: Context,
+        pid: int,
+        purpose: str,
+        inbound: ServerMessage,
+        key: SecretBytes,
+        source: RandomSource,
+    ) -> list[ClientMessage]:
+        """One server message to this node's session for `purpose`, restored from (and sealed back to) the
+        Context; the answers, or a ClientAbort naming why this node leaves that round."""
+        slot = f"{STATE_SESSION}.{purpose}"
+        ad = _state_ad(msg, context, pid, purpose)
         pending = context.state.config_records.get(STATE_PENDING)
         if isinstance(inbound, SetupRequest):
             refusal = _check_setup(inbound.config, purpose, pending, context)
             if refusal is not None:
-                context.state.pop(STATE_SESSION, None)
+                context.state.pop(slot, None)
                 log.warning("node %d refuses the SecAgg+ round: %s %s", msg.metadata.dst_node_id, *refusal)
-                return _answer(msg, [ClientAbort(code=refusal[0], reason=refusal[1])])
+                return [ClientAbort(code=refusal[0], reason=refusal[1])]
             session = ClientSession(
                 pid,
                 rng=source,
@@ -217,13 +240,16 @@ def secagg_mod(
                 chunk_elems=CHUNK_ELEMS,
             )
         else:
-            sealed = context.state.config_records.get(STATE_SESSION)
+            sealed = context.state.config_records.get(slot)
             if sealed is None:
-                return _refuse(msg, "no SecAgg+ session on this node for this message")
+                return [ClientAbort(code="NO_SESSION", reason=f"no {purpose} session on this node for this message")]
             try:
                 blob = aead.open_sealed(key, rec_.get_bytes(sealed, "blob"), associated_data=ad)
             except AuthenticationError:
-                return _refuse(msg, "the stored session does not open under this node's state key")
+                context.state.pop(slot, None)
+                reason = "the stored session does not open under this node's state key"
+                log.warning("node %d: %s", msg.metadata.dst_node_id, reason)
+                return [ClientAbort(code="STATE_UNREADABLE", reason=reason)]
             session = ClientSession.restore(
                 SecretBytes(blob, label="client-session-state"),
                 rng=source,
@@ -237,13 +263,13 @@ def secagg_mod(
         if any(isinstance(m, MaskedInputChunk) for m in out) and purpose == rec_.PURPOSE_ARRAYS:
             context.state.pop(STATE_UPDATE, None)  # the update has left, masked; nothing keeps it here
         if session.state in (ClientState.DONE, ClientState.ABORTED) or isinstance(inbound, UnmaskRequest):
-            context.state.pop(STATE_SESSION, None)  # the round needs nothing more from this node
+            context.state.pop(slot, None)  # the round needs nothing more from this node
         else:
             state = session.export_state()
-            context.state[STATE_SESSION] = ConfigRecord(
+            context.state[slot] = ConfigRecord(
                 {"blob": aead.seal(key, state.expose_secret(), associated_data=ad, rng=source)}
             )
-        return _answer(msg, out)
+        return out
 
     def _state_key(context: Context, source: RandomSource) -> SecretBytes:
         if state_key is not None:
@@ -254,10 +280,10 @@ def secagg_mod(
     return mod
 
 
-def _state_ad(msg: Message, context: Context, pid: int) -> bytes:
-    """Associated data of a sealed session: it opens only for this run, node and SecAgg+ id."""
-    w = Writer().raw(domain("flower", "session-state")).u64(context.run_id).u64(msg.metadata.dst_node_id).u32(pid)
-    return w.getvalue()
+def _state_ad(msg: Message, context: Context, pid: int, purpose: str) -> bytes:
+    """Associated data of a sealed session: it opens only for this run, node, SecAgg+ id and purpose."""
+    w = Writer().raw(domain("flower", "session-state")).u64(context.run_id).u64(msg.metadata.dst_node_id)
+    return w.u32(pid).text(purpose).getvalue()
 
 
 def _check_setup(
@@ -316,14 +342,13 @@ def _input(purpose: str, pending: ConfigRecord | None, context: Context) -> Clie
     return ClientInput.integers(rec_.encode_metrics(values, weight), weight)
 
 
-def _answer(msg: Message, out: list[ClientMessage]) -> Message:
-    content = RecordDict(
-        {
-            rec_.SECAGG_KEY: ConfigRecord({"count": len(out)}),
-            rec_.REPLY_KEY: rec_.pack_replies([encode_message(m) for m in out]),
-        }
-    )
-    return Message(content, reply_to=msg)
+def _answer(msg: Message, answers: dict[str, list[ClientMessage]]) -> Message:
+    records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
+        rec_.SECAGG_KEY: ConfigRecord({"purposes": list(answers)})
+    }
+    for purpose, out in answers.items():
+        records[rec_.reply_key(purpose)] = rec_.pack_replies([encode_message(m) for m in out])
+    return Message(RecordDict(records), reply_to=msg)
 
 
 def _refuse(msg: Message, reason: str) -> Message:

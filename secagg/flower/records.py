@@ -150,9 +150,10 @@ def get_names(rec: ConfigRecord, key: str) -> list[str]:
     return names
 
 
-REPLY_KEY = "secagg-replies"
-"""ArrayRecord of a node's encoded protocol replies (uint8 arrays, in order): Flower chunks ArrayRecords for
-transport, so a model-sized masked input never has to fit one gRPC message."""
+def reply_key(purpose: str) -> str:
+    """Key of the ArrayRecord holding a node's encoded replies for one purpose (uint8 arrays, in order):
+    Flower chunks ArrayRecords for transport, so a model-sized masked input never has to fit one gRPC message."""
+    return f"secagg-replies.{purpose}"
 
 
 def pack_replies(blobs: list[bytes]) -> ArrayRecord:
@@ -169,3 +170,19 @@ def unpack_replies(rec: ArrayRecord) -> list[bytes]:
             raise ConfigurationError("a SecAgg+ reply must be a 1-D uint8 array")
         out.append(arr.tobytes())
     return out
+
+
+def get_names_list(rec: ConfigRecord, key: str) -> list[str]:
+    """A list-of-text field of one of our records; ConfigurationError if missing or of another type."""
+    value = rec.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"field {key!r} must be a non-empty list of text")
+    return [str(v) for v in value]
+
+
+def get_bytes_list(rec: ConfigRecord, key: str) -> list[bytes]:
+    """A list-of-bytes field of one of our records; ConfigurationError if missing or of another type."""
+    value = rec.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, bytes) for v in value):
+        raise ConfigurationError(f"field {key!r} must be a non-empty list of bytes")
+    return [bytes(v) for v in value]  # type: ignore[arg-type]

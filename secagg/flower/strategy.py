@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -129,24 +129,28 @@ class SecureFedAvg(FedAvg):
             log.warning("SecAgg+ needs at least %d nodes; %d ready: the model stays as it was", MIN_NODES, len(ids))
             return None, None
         cfg = self._config(3 * server_round, ids, dim=dim, model_hash=records)
-        res = self._run(cfg, ids, rec_.PURPOSE_ARRAYS, MessageType.TRAIN)
-        self.last_result = res
+        jobs = [_Job(rec_.PURPOSE_ARRAYS, cfg)]
+        metrics_job = self._metrics_job(3 * server_round + 1, ids, nodes, records)
+        if metrics_job is not None:
+            jobs.append(metrics_job)
+        self._run(jobs, ids, MessageType.TRAIN)  # the update and the metrics in the same exchanges
+        res = self.last_result = jobs[0].result
         if res is None or res.mean is None:
             return None, None
         new = rec_.flatten_arrays(arrays) + res.mean.astype(np.float64)
-        survivors = {n: pid for n, pid in ids.items() if pid in res.survivors}
-        metrics = self._metrics(3 * server_round + 1, survivors, nodes, records, MessageType.TRAIN)
-        return rec_.unflatten_like(new, arrays), metrics
+        return rec_.unflatten_like(new, arrays), _metric_record(metrics_job)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """The secure example-weighted mean of the nodes' evaluation metrics."""
         nodes = self._ready(replies, "aggregate_evaluate")
         arrays, config = self._sent.get(rec_.STAGE_EVALUATE, (None, None))
-        if not nodes:
+        ids = self._ids(nodes)
+        if len(ids) < MIN_NODES:
             return None
-        return self._metrics(
-            3 * server_round + 2, self._ids(nodes), nodes, rec_.records_digest(arrays, config), MessageType.EVALUATE
-        )
+        job = self._metrics_job(3 * server_round + 2, ids, nodes, rec_.records_digest(arrays, config))
+        if job is not None:
+            self._run([job], ids, MessageType.EVALUATE)
+        return _metric_record(job)
 
     # ------------------------------------------------------------------ internals
 
@@ -249,18 +253,16 @@ class SecureFedAvg(FedAvg):
             **settings,
         )
 
-    def _metrics(
-        self, round_: int, ids: Mapping[int, int], nodes: Mapping[int, list[str]], records: bytes, kind: str
-    ) -> MetricRecord | None:
+    def _metrics_job(
+        self, round_: int, ids: Mapping[int, int], nodes: Mapping[int, list[str]], records: bytes
+    ) -> _Job | None:
         """A SecAgg+ round over the metric names every node reported (fixed point, exact weighted mean)."""
-        if len(ids) < MIN_NODES:
-            return None
         keys = sorted(set.intersection(*(set(nodes[n]) for n in ids)))
         if any(nodes[n] != keys for n in ids):
-            log.warning("nodes report different metric names; only the common ones are aggregated: %s", keys)
+            log.warning("nodes report different metric names; metrics are not aggregated this round")
             return None
         if not keys:
-            return MetricRecord()
+            return _Job(rec_.PURPOSE_METRICS, None, keys)
         cfg = self._config(
             round_,
             ids,
@@ -270,85 +272,122 @@ class SecureFedAvg(FedAvg):
             modulus=rec_.METRIC_MODULUS,
             max_weight=rec_.METRIC_MAX_WEIGHT,
         )
-        res = self._run(cfg, ids, rec_.PURPOSE_METRICS, kind)
-        if res is None or res.total_weight <= 0:
-            return None
-        values = rec_.decode_metrics(res.sum, res.total_weight)
-        return MetricRecord(dict(zip(keys, values, strict=True)))
+        return _Job(rec_.PURPOSE_METRICS, cfg, keys)
 
-    def _run(self, cfg: RoundConfig, ids: Mapping[int, int], purpose: str, kind: str) -> AggregateResult | None:
-        """Drive one ServerSession over the grid: each stage is one send_and_receive; silence past the stage
-        timeout counts as a dropout (the session's clock is the stage count, so runs do not depend on timing)."""
+    def _run(self, jobs: list[_Job], ids: Mapping[int, int], kind: str) -> None:
+        """Drive the jobs' ServerSessions over the grid together: each exchange is one send_and_receive carrying,
+        to each node, what every session has for it; silence past the stage timeout counts as a dropout (the
+        sessions' clock advances by exchange, so nothing depends on timing). Results land in each job."""
         grid = self._grid
         if grid is None:
             raise ConfigurationError("no grid: configure_train/configure_evaluate were not called")
-        if len(ids) < MIN_NODES:
-            log.warning("SecAgg+ needs at least %d nodes; %d ready: no aggregate this round", MIN_NODES, len(ids))
-            return None
         t = self.secagg.stage_timeout
-        server = ServerSession(
-            cfg, roster=dict(self.secagg.roster) if self.secagg.roster else None, timeouts=StageTimeouts(t, t, t, t, t)
-        )
+        roster = dict(self.secagg.roster) if self.secagg.roster else None
         node_of = {pid: node for node, pid in ids.items()}
         now = 0.0
-        events = server.start(now)
-        while server.state not in TERMINAL_SERVER:
-            sends = [e for e in events if isinstance(e, Send)]
-            for e in events:
-                if isinstance(e, Audit):
-                    log.debug("secagg %s: %s %s %s", purpose, e.event, e.client, e.detail)
-            events = []
-            stage = server.state
-            if sends:
-                msgs = [self._message(node_of[s.to], s.to, s.message, purpose, kind, cfg.round) for s in sends]
+        live: dict[str, tuple[_Job, ServerSession]] = {}
+        events: dict[str, list[Any]] = {}
+        for job in jobs:
+            if job.config is None:
+                continue
+            server = ServerSession(job.config, roster=roster, timeouts=StageTimeouts(t, t, t, t, t))
+            live[job.purpose] = (job, server)
+            events[job.purpose] = server.start(now)
+        while live:
+            outbox: dict[int, list[tuple[str, ServerMessage]]] = {}
+            for purpose, evs in events.items():
+                for e in evs:
+                    if isinstance(e, Send):
+                        outbox.setdefault(e.to, []).append((purpose, e.message))
+                    elif isinstance(e, Audit):
+                        log.debug("secagg %s: %s %s %s", purpose, e.event, e.client, e.detail)
+            events = {purpose: [] for purpose in live}
+            stages = {purpose: server.state for purpose, (_, server) in live.items()}
+            if outbox:
+                msgs = [self._message(node_of[pid], pid, items, kind) for pid, items in outbox.items()]
                 for reply in grid.send_and_receive(msgs, timeout=t):
-                    pid = ids.get(reply.metadata.src_node_id)
-                    rec = reply.content.array_records.get(rec_.REPLY_KEY) if reply.has_content() else None
-                    if pid is None or rec is None:
-                        if reply.has_error():
-                            log.info("node %d: %s", reply.metadata.src_node_id, reply.error.reason)
-                        continue
-                    try:
-                        inbound_all = [decode_message(b) for b in rec_.unpack_replies(rec)]
-                    except SecAggError as exc:  # a garbled reply counts as no reply
-                        log.warning("node %d sent an undecodable reply: %s", reply.metadata.src_node_id, exc)
-                        continue
-                    for inbound in inbound_all:
-                        if not isinstance(inbound, CLIENT_MESSAGES):
-                            log.warning("node %d sent a server message", reply.metadata.src_node_id)
-                            continue
-                        if isinstance(inbound, ClientAbort):
-                            log.warning(
-                                "node %d left the round: %s %s",
-                                reply.metadata.src_node_id,
-                                inbound.code,
-                                inbound.reason,
-                            )
-                        events += server.receive(pid, inbound, now)
-            if server.state is stage and server.state not in TERMINAL_SERVER:
-                now = max(now, server.deadline)  # everyone who will answer has answered: close the stage
-                events += server.poll(now)
-        if server.result is None:
-            log.warning("SecAgg+ %s round aborted: %s", purpose, server.error)
-            return None
-        log.info(
-            "SecAgg+ %s round: %d survivors, %d dropped",
-            purpose,
-            len(server.result.survivors),
-            len(server.result.dropped),
-        )
-        return server.result
+                    self._take_reply(reply, ids, live, events, now)
+            for purpose, (job, server) in list(live.items()):
+                if server.state is stages[purpose] and server.state not in TERMINAL_SERVER:
+                    now = max(now, server.deadline)  # everyone who will answer has answered: close the stage
+                    events[purpose] += server.poll(now)
+                if server.state in TERMINAL_SERVER:
+                    job.result = server.result
+                    if server.result is None:
+                        log.warning("SecAgg+ %s round aborted: %s", purpose, server.error)
+                    else:
+                        res = server.result
+                        log.info(
+                            "SecAgg+ %s round: %d survivors, %d dropped", purpose, len(res.survivors), len(res.dropped)
+                        )
+                    del live[purpose]
+                    events.pop(purpose, None)
 
-    def _message(self, node: int, pid: int, message: ServerMessage, purpose: str, kind: str, round_: int) -> Message:
+    def _take_reply(
+        self,
+        reply: Message,
+        ids: Mapping[int, int],
+        live: Mapping[str, tuple[_Job, ServerSession]],
+        events: dict[str, list[Any]],
+        now: float,
+    ) -> None:
+        """Feed one node's answers to the sessions they belong to; anything malformed counts as no answer."""
+        node = reply.metadata.src_node_id
+        pid = ids.get(node)
+        if pid is None or not reply.has_content():
+            if reply.has_error():
+                log.info("node %d: %s", node, reply.error.reason)
+            return
+        for purpose, (_, server) in live.items():
+            rec = reply.content.array_records.get(rec_.reply_key(purpose))
+            if rec is None:
+                continue
+            try:
+                inbound_all = [decode_message(b) for b in rec_.unpack_replies(rec)]
+            except SecAggError as exc:
+                log.warning("node %d sent an undecodable %s reply: %s", node, purpose, exc)
+                continue
+            for inbound in inbound_all:
+                if not isinstance(inbound, CLIENT_MESSAGES):
+                    log.warning("node %d sent a server message", node)
+                    continue
+                if isinstance(inbound, ClientAbort):
+                    log.warning("node %d left the %s round: %s %s", node, purpose, inbound.code, inbound.reason)
+                events[purpose] += server.receive(pid, inbound, now)
+
+    def _message(self, node: int, pid: int, items: list[tuple[str, ServerMessage]], kind: str) -> Message:
         rec = ConfigRecord(
             {
                 "stage": rec_.STAGE_PROTOCOL,
-                "purpose": purpose,
                 "client-id": pid,
-                "msg": encode_message(message),
+                "purposes": [purpose for purpose, _ in items],
+                "msgs": [encode_message(m) for _, m in items],
             }
         )
-        return Message(RecordDict({rec_.SECAGG_KEY: rec}), dst_node_id=node, message_type=kind, group_id=str(round_))
+        return Message(RecordDict({rec_.SECAGG_KEY: rec}), dst_node_id=node, message_type=kind)
+
+
+@dataclass
+class _Job:
+    """One SecAgg+ round a Flower step runs: its purpose, its configuration (None: nothing to aggregate) and,
+    for metrics, the names; `result` once it ended."""
+
+    purpose: str
+    config: RoundConfig | None
+    keys: list[str] = field(default_factory=list)
+    result: AggregateResult | None = None
+
+
+def _metric_record(job: _Job | None) -> MetricRecord | None:
+    """The decoded weighted means of a metrics job (empty when no metric was reported; None if it failed)."""
+    if job is None:
+        return None
+    if job.config is None:
+        return MetricRecord()
+    res = job.result
+    if res is None or res.total_weight <= 0:
+        return None
+    return MetricRecord(dict(zip(job.keys, rec_.decode_metrics(res.sum, res.total_weight), strict=True)))
 
 
 _COMPOSABLE = (DifferentialPrivacyClientSideFixedClipping, DifferentialPrivacyClientSideAdaptiveClipping)
