@@ -110,12 +110,12 @@ def _timed(cls: type) -> type:
             self.local[server_round] += _Clock.spent
             return out
 
-        def _run(self, cfg: Any, ids: Any, purpose: str, kind: str) -> Any:  # SecureFedAvg's SecAgg+ rounds
+        def _run(self, jobs: Any, ids: Any, kind: str) -> Any:  # SecureFedAvg's SecAgg+ exchanges
             t = time.perf_counter()
             try:
-                return super()._run(cfg, ids, purpose, kind)
+                return super()._run(jobs, ids, kind)
             finally:
-                key = f"{kind}/{purpose}"
+                key = f"{kind}/" + "+".join(job.purpose for job in jobs)
                 self.secure[key] = self.secure.get(key, 0.0) + time.perf_counter() - t
 
     Timed.__name__ = cls.__name__

@@ -271,9 +271,9 @@ def fa_section(fa: dict[str, Any] | None) -> str:
         f"work: {fa['overhead_flower_over_ours']:.2f} x). Ours costs {fa['ours_over_plain']:.2f} x a plain FedAvg "
         f"round, Flower's {fa['flower_over_plain']:.2f} x."
         + (
-            " Of ours, per round: SecAgg+ on the update "
-            f"{secagg.get('train/arrays', 0):.3f} s, on the train metrics {secagg.get('train/metrics', 0):.3f} s, "
-            f"on the evaluate metrics {secagg.get('evaluate/metrics', 0):.3f} s (server and all nodes, this process)."
+            " Of ours, per round: SecAgg+ on the update and the train metrics (one set of exchanges, two sessions) "
+            f"{secagg.get('train/arrays+metrics', 0):.3f} s, on the evaluate metrics "
+            f"{secagg.get('evaluate/metrics', 0):.3f} s (server and all nodes, this process)."
             if secagg
             else ""
         ),
