@@ -312,7 +312,7 @@ def _silo(args: argparse.Namespace) -> int:
                 ledger_path=cfg.state_dir / "privacy.json",
                 seed=index - 1,
             )
-        runner.use_inputs(task_inputs(trainer, runner.fetch_task))
+        runner.use_inputs(task_inputs(trainer, runner.fetch_task, policy=cfg.to_client_policy()))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())

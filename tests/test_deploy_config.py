@@ -105,9 +105,15 @@ def test_silo_config_round_trip(pki: PkiLayout) -> None:
     others = [load_silo_config(s.config) for s in pki.silos]
     assert len({o.data.seed for o in others}) == 3 and len({o.state_dir for o in others}) == 3
     out = pki.directory / "test-written-silo.toml"
-    changed = dataclasses.replace(cfg, seed=3, identity_key_password_env="SILO_PW")
+    changed = dataclasses.replace(
+        cfg,
+        seed=3,
+        identity_key_password_env="SILO_PW",
+        policy=dataclasses.replace(cfg.policy, min_ddp_local_noise_multiplier=0.75),
+    )
     write_silo_config(changed, out)
     assert load_silo_config(out) == changed
+    assert changed.to_client_policy().min_ddp_local_noise_multiplier == 0.75
 
 
 def test_roster_round_trip_and_lookups(pki: PkiLayout) -> None:

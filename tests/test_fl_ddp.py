@@ -108,3 +108,39 @@ def test_silos_refuse_distributed_dp_instructions_that_do_not_match_the_round() 
     for client in fed.last_clients.values():
         assert client.error is not None and client.error.code == "BAD_INPUT"
         assert "distributed-DP" in str(client.error)
+
+
+def test_silos_refuse_less_distributed_dp_noise_than_their_policy() -> None:
+    """A server asking each silo for little noise (here: calibrated for epsilon 50 instead of 5) is refused by
+    silos whose policy floors their own noise: BAD_INPUT before anything is masked, no aggregate. The same
+    request under the floor, or a floor below it, runs."""
+    from secagg.errors import RoundAborted
+    from secagg.protocol.config import ClientPolicy
+
+    strong, weak = _params(3, epsilon=5.0), _params(3, epsilon=50.0)
+    assert weak.local_noise_multiplier < strong.local_noise_multiplier
+    floor = (weak.local_noise_multiplier + strong.local_noise_multiplier) / 2
+    policy = ClientPolicy(require_derived_degree=False, min_ddp_local_noise_multiplier=floor)
+
+    def federation(seed: int) -> InProcessFederation:
+        trainers = {i + 1: FixedUpdate(np.zeros(DIM, np.float32)) for i in range(3)}
+        return InProcessFederation(trainers, rng=DeterministicRandom(seed), policy=policy)
+
+    fed = federation(11)
+    task = RoundTask("fit", 0, np.zeros(DIM, np.float32), ddp_instructions(weak, bytes(32)))
+    with pytest.raises(RoundAborted):
+        fed.secure_round(0, task, dim=weak.padded_dim, clip=1.0, encoding="integers")
+    for client in fed.last_clients.values():
+        assert client.error is not None and client.error.code == "BAD_INPUT"
+        assert "below its policy" in str(client.error)
+        assert not client.holds_round_secrets
+    fed = federation(12)
+    task = RoundTask("fit", 0, np.zeros(DIM, np.float32), ddp_instructions(strong, bytes(32)))
+    res = fed.secure_round(0, task, dim=strong.padded_dim, clip=1.0, encoding="integers")
+    assert len(res.survivors) == 3
+
+
+def test_local_noise_multiplier_is_the_silos_own_noise_over_its_sensitivity() -> None:
+    p = _params(4)
+    assert p.local_noise_multiplier == pytest.approx(np.sqrt(p.local_variance) / p.l2_bound)
+    assert p.l2_bound >= p.gamma * p.clip  # the rounded vector's bound covers the scaled clip

@@ -762,6 +762,7 @@ class SiloPolicy:
     dropout_fraction: float = 0.1
     require_derived_degree: bool = True
     expected_dim: int | None = None
+    min_ddp_local_noise_multiplier: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -888,6 +889,7 @@ class SiloConfig:
             dropout_fraction=p.dropout_fraction,
             require_derived_degree=p.require_derived_degree,
             expected_dim=p.expected_dim,
+            min_ddp_local_noise_multiplier=p.min_ddp_local_noise_multiplier,
             roster=r.identity_keys() if r is not None else None,
         )
 
@@ -980,6 +982,9 @@ def _policy(t: _Table) -> SiloPolicy:
         dropout_fraction=t.float_("dropout_fraction", d.dropout_fraction, lo=0.0, hi=1.0, hi_open=True),
         require_derived_degree=t.bool_("require_derived_degree", d.require_derived_degree),
         expected_dim=t.int_("expected_dim", None, lo=1, hi=2**40),
+        min_ddp_local_noise_multiplier=t.float_(
+            "min_ddp_local_noise_multiplier", d.min_ddp_local_noise_multiplier, lo=0.0
+        ),
     )
     t.finish()
     return policy
@@ -1064,6 +1069,7 @@ def write_silo_config(config: SiloConfig, path: str | os.PathLike[str]) -> None:
         f"dropout_fraction = {_toml_float(p.dropout_fraction)}",
         f"require_derived_degree = {'true' if p.require_derived_degree else 'false'}",
         *([f"expected_dim = {p.expected_dim}"] if p.expected_dim is not None else []),
+        f"min_ddp_local_noise_multiplier = {_toml_float(p.min_ddp_local_noise_multiplier)}",
         "",
         "[data]",
         f"kind = {_toml_str(config.data.kind)}",

@@ -788,6 +788,12 @@ class DDPParams:
             )
 
     @property
+    def local_noise_multiplier(self) -> float:
+        """One silo's own noise standard deviation over the L2 bound of its rounded vector, both in the integer
+        domain (sqrt(v) / Delta_2): what a silo's policy floors, whatever the server assumes about the others."""
+        return math.sqrt(self.local_variance) / self.l2_bound
+
+    @property
     def padded_dim(self) -> int:
         """d' = the next power of two >= dim."""
         return _padded_dim(self.dim)

@@ -74,7 +74,9 @@ class InProcessFederation:
         settings: SecureSettings | None = None,
         rng: RandomSource | None = None,
         drop_at: Callable[[int], dict[int, Any]] | None = None,
+        policy: ClientPolicy | None = None,
     ) -> None:
+        """policy: every silo's ClientPolicy (default: no derived-degree check, the settings' min_aggregate)."""
         if len(trainers) < 2:
             raise ConfigurationError("a federation needs at least two silos")
         self.trainers = dict(sorted(trainers.items()))
@@ -82,6 +84,7 @@ class InProcessFederation:
         self._rng = rng or SystemRandom()
         self._ledgers = {c: MemoryLedger() for c in self.trainers}
         self._drop_at = drop_at
+        self._policy = policy or ClientPolicy(require_derived_degree=False, min_aggregate=self.settings.min_aggregate)
         self.last_clients: dict[int, ClientSession] = {}  # the sessions of the latest secure round
 
     def _config(self, secagg_round: int, task: RoundTask, dim: int, clip: float, encoding: str) -> RoundConfig:
@@ -119,14 +122,14 @@ class InProcessFederation:
                 raise ConfigurationError("unknown task")
             return published[digest]
 
-        policy = ClientPolicy(require_derived_degree=False, min_aggregate=self.settings.min_aggregate)
+        policy = self._policy
         clients = {
             c: ClientSession(
                 c,
                 rng=DeterministicRandom(self._rng.random_bytes(32)),
                 policy=policy,
                 ledger=self._ledgers[c],
-                input=task_inputs(trainer, fetch, rng=DeterministicRandom(self._rng.random_bytes(32))),
+                input=task_inputs(trainer, fetch, rng=DeterministicRandom(self._rng.random_bytes(32)), policy=policy),
             )
             for c, trainer in self.trainers.items()
         }

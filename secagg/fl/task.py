@@ -23,7 +23,7 @@ from secagg.encoding import Reader, Writer
 from secagg.errors import ConfigurationError, EncodingError
 from secagg.fl.strategy import Update
 from secagg.protocol.client import ClientInput
-from secagg.protocol.config import RoundConfig
+from secagg.protocol.config import ClientPolicy, RoundConfig
 from secagg.protocol.recipes import task_digest
 
 if TYPE_CHECKING:
@@ -99,15 +99,18 @@ def task_inputs(
     *,
     on_result: Callable[[RoundTask, Update], None] | None = None,
     rng: RandomSource | None = None,
+    policy: ClientPolicy | None = None,
 ) -> Callable[[RoundConfig], ClientInput]:
     """The silo's SecAgg+ input provider: fetch the round's task by its hash, check it, train or evaluate.
 
     Training updates are clipped to the round's clip (the quantiser clips too; clipping here keeps the
     weight honest) and weighted by the number of examples (capped at the round's max_weight). A task that
     asks for distributed DP (instructions "ddp" and "ddp_seed", a round with encoding "integers") gets the
-    update encoded with discrete noise by secagg.fl.ddp (randomness from rng, the OS by default), weight 1.
+    update encoded with discrete noise by secagg.fl.ddp (randomness from rng, the OS by default), weight 1,
+    unless the noise it asks of this silo is below the policy's `min_ddp_local_noise_multiplier` (BAD_INPUT).
     """
     noise_rng: RandomSource = rng if rng is not None else SystemRandom()
+    noise_floor = policy.min_ddp_local_noise_multiplier if policy is not None else 0.0
 
     def provide(config: RoundConfig) -> ClientInput:
         blob = fetch(config.model_hash)
@@ -121,7 +124,7 @@ def task_inputs(
             if on_result is not None:
                 on_result(task, update)
             if "ddp" in task.instructions:
-                return _ddp_input(update, task, config, noise_rng)
+                return _ddp_input(update, task, config, noise_rng, noise_floor)
             delta = np.clip(update.delta.astype(np.float32), -config.clip, config.clip)
             return ClientInput(delta, _weight(update.num_examples, config))
         loss, accuracy, n = trainer.evaluate(task.parameters)
@@ -136,7 +139,9 @@ def ddp_instructions(params: DDPParams, rotation_seed: bytes) -> dict[str, str]:
     return {"ddp": json.dumps(dataclasses.asdict(params), sort_keys=True), "ddp_seed": rotation_seed.hex()}
 
 
-def _ddp_input(update: Update, task: RoundTask, config: RoundConfig, rng: RandomSource) -> ClientInput:
+def _ddp_input(
+    update: Update, task: RoundTask, config: RoundConfig, rng: RandomSource, noise_floor: float = 0.0
+) -> ClientInput:
     from secagg.fl import ddp
 
     try:
@@ -146,6 +151,11 @@ def _ddp_input(update: Update, task: RoundTask, config: RoundConfig, rng: Random
         raise ConfigurationError(f"bad distributed-DP instructions: {exc}") from None
     if config.encoding != "integers" or config.dim != params.padded_dim or config.modulus != params.modulus:
         raise ConfigurationError("the round does not match the distributed-DP instructions")
+    local = params.local_noise_multiplier
+    if local < noise_floor:
+        raise ConfigurationError(
+            f"distributed-DP noise asked of this silo ({local:.4g} x its clip) is below its policy's {noise_floor:.4g}"
+        )
     return ClientInput.integers(ddp.encode(update.delta, params, seed, rng), 1)
 
 

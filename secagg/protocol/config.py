@@ -242,6 +242,10 @@ class ClientPolicy:
     dropout_fraction: float = 0.1
     require_derived_degree: bool = True
     expected_dim: int | None = None
+    min_ddp_local_noise_multiplier: float = 0.0
+    """Distributed DP: the least noise this silo adds itself, as its noise's standard deviation over the L2
+    bound of its scaled, rounded update (`DDPParams.local_noise_multiplier`). It holds whatever the server says
+    about the other silos."""
     roster: dict[int, bytes] | None = field(default=None, compare=False)
     """Pinned Ed25519 identity keys by client id (required in hardened mode)."""
 
