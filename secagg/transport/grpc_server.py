@@ -140,7 +140,7 @@ class AggregationServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_AggregatorServicer_to_server(_Servicer(self), server)
+        add_servicer(_Servicer(self), server)
         tls = cfg.tls
         try:  # grpcio raises RuntimeError when it cannot bind (older versions returned 0)
             if tls.insecure:
@@ -374,7 +374,35 @@ def _write_mean(path: Path, res: AggregateResult, block: int = 1 << 20) -> None:
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             res.mean_into(buf[: hi - lo], lo)
-            f.write(buf[: hi - lo].astype("<f4", copy=False).tobytes())
+            f.write(buf[: hi - lo].astype("<f4", copy=False).data)  # the block itself, not a bytes copy of it
+
+
+PARTICIPATE = "/secagg.v1.Aggregator/Participate"
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def add_servicer(servicer: Any, server: grpc.Server) -> None:
+    """Register an Aggregator servicer like the generated add_AggregatorServicer_to_server, except that
+    Participate receives each ClientEnvelope serialized (bytes), for wire.decode_client to read in place."""
+    generated: dict[str, tuple[Any, Any, Any]] = {
+        "Health": (pb.HealthRequest, pb.HealthResponse, grpc.unary_unary_rpc_method_handler),
+        "FetchTask": (pb.TaskRequest, pb.TaskChunk, grpc.unary_stream_rpc_method_handler),
+    }
+    handlers = {
+        name: make(
+            getattr(servicer, name), request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+        )
+        for name, (req, resp, make) in generated.items()
+    }
+    handlers["Participate"] = grpc.stream_stream_rpc_method_handler(
+        servicer.Participate, request_deserializer=_raw, response_serializer=pb.ServerEnvelope.SerializeToString
+    )
+    service = PARTICIPATE.split("/")[1]
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
 
 
 class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
@@ -403,7 +431,7 @@ class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
         raise AssertionError("unreachable")  # pragma: no cover
 
     def Participate(  # noqa: N802 - gRPC method name
-        self, request_iterator: Iterator[pb.ClientEnvelope], context: grpc.ServicerContext
+        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
     ) -> Iterator[pb.ServerEnvelope]:
         server = self._server
         if not server.serving:
@@ -414,9 +442,9 @@ class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
 
         def read() -> None:
             try:
-                for env in request_iterator:
+                for raw in request_iterator:
                     try:
-                        msg = wire.client_from_proto(env)
+                        msg = wire.decode_client(raw)  # a masked chunk is read in place
                     except EncodingError as exc:
                         bad.append(str(exc))
                         conn.outbox.put(None)

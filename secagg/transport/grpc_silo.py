@@ -30,7 +30,7 @@ from secagg.protocol.rules import ClientState, Stage
 from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport._generated import secagg_pb2_grpc as pb_grpc
-from secagg.transport.grpc_server import INSECURE_ID_HEADER
+from secagg.transport.grpc_server import INSECURE_ID_HEADER, PARTICIPATE
 from secagg.transport.inprocess import REPLY_STAGE
 
 log = logging.getLogger("secagg.silo")
@@ -155,16 +155,16 @@ class SiloRunner:
         self.connections += 1
         metadata = [(INSECURE_ID_HEADER, str(self.silo_id))] if self.config.tls.insecure else None
 
-        def requests() -> Iterator[pb.ClientEnvelope]:
+        def requests() -> Iterator[bytes]:
             while True:
                 item = stream.outbox.get()
                 if item is None:
                     return
                 if isinstance(item, MaskedChunks):
-                    for chunk in item:  # masked, then converted, as gRPC pulls it; stops if the round ends
-                        yield wire.client_to_proto(chunk)
+                    for chunk in item:  # masked, then serialized, as gRPC pulls it; stops if the round ends
+                        yield wire.encode_client(chunk)
                 else:
-                    yield wire.client_to_proto(item)
+                    yield wire.encode_client(item)
 
         def watch() -> None:  # a stop request ends the request stream too
             stop.wait()
@@ -173,7 +173,7 @@ class SiloRunner:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            responses = pb_grpc.AggregatorStub(channel).Participate(requests(), metadata=metadata)
+            responses = participate(channel)(requests(), metadata=metadata)
             for env in responses:
                 got = True
                 self._handle(env, stream)
@@ -265,6 +265,18 @@ class SiloRunner:
             cfg = session.config or session.proposal
             self.rounds.append(SiloRound(cfg.run_id if cfg else "", cfg.round if cfg else -1, "aborted", reason, code))
             log.info("silo %d: round abandoned: %s", self.silo_id, reason)
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def participate(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+    """The Participate method of the generated stub, except that it takes each ClientEnvelope already
+    serialized (wire.encode_client: a masked chunk's elements are copied once, not through a message)."""
+    return channel.stream_stream(
+        PARTICIPATE, request_serializer=_raw, response_deserializer=pb.ServerEnvelope.FromString
+    )
 
 
 ROUNDING_LABEL = b"secagg/v1/silo/rounding"

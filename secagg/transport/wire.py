@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from secagg.errors import ConfigurationError, EncodingError
 from secagg.protocol.config import Mode, RoundConfig
@@ -282,9 +283,10 @@ def client_from_proto(env: pb.ClientEnvelope) -> ClientMessage:
         dtype = _WIDTHS.get(c.element_width)
         if dtype is None:
             raise EncodingError("element width must be 4 or 8")
-        if not c.data or len(c.data) % c.element_width:
+        raw = c.data  # each read of a bytes field copies it out of the message: read it once
+        if not raw or len(raw) % c.element_width:
             raise EncodingError("chunk data is not a non-zero whole number of elements")
-        data = np.frombuffer(c.data, dtype=dtype)
+        data = np.frombuffer(raw, dtype=dtype)
         return MaskedInputChunk(_fixed(c.session_id, ID_BYTES, "session_id"), c.index, c.count, c.offset, data)
     if kind == "consistency_signature":
         c = env.consistency_signature
@@ -300,3 +302,132 @@ def client_from_proto(env: pb.ClientEnvelope) -> ClientMessage:
         a = env.client_abort
         return ClientAbort(_text(a.code, 64, "code"), _text(a.reason, 1024, "reason"))
     raise EncodingError("empty or unknown client message")
+
+
+# ---------------------------------------------------------------------------------------- serialized envelopes
+#
+# A masked chunk is most of what a round moves. Through protobuf messages its elements are copied four or five
+# times per side (ndarray -> bytes -> message -> serialized bytes; received bytes -> message -> bytes, once per
+# read of the field). These functions write and read the serialized ClientEnvelope directly: the bytes are
+# exactly those of client_to_proto(msg).SerializeToString() (fields in number order, zero values left out, as
+# the protobuf serializer writes them), and a received envelope in that form is read in place. Anything else
+# (another message type, another field order, unknown fields, a value out of range) goes through protobuf and
+# client_from_proto, so every check and every error stays theirs.
+
+_ENVELOPE_VERSION_FIELD = 15  # ClientEnvelope.wire_version
+_ENVELOPE_CHUNK_FIELD = 18  # ClientEnvelope.masked_input_chunk
+_LEN, _VARINT = 2, 0  # protobuf wire types
+_U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+_PREFIX = _tag(_ENVELOPE_VERSION_FIELD, _VARINT) + _varint(WIRE_VERSION) + _tag(_ENVELOPE_CHUNK_FIELD, _LEN)
+# MaskedInputChunk fields in number order: (field, wire type, largest value for a varint)
+_CHUNK_FIELDS = ((1, _LEN, 0), (2, _VARINT, _U32), (3, _VARINT, _U32), (4, _VARINT, _U64), (5, _VARINT, _U32))
+_CHUNK_DATA_TAG = _tag(6, _LEN)
+
+
+def encode_client(msg: ClientMessage) -> bytes:
+    """The serialized envelope of a client message: the bytes of client_to_proto(msg).SerializeToString(),
+    a masked chunk's elements copied once (into the result)."""
+    if isinstance(msg, MaskedInputChunk):
+        fast = _encode_chunk(msg)
+        if fast is not None:
+            return fast
+    return bytes(client_to_proto(msg).SerializeToString())
+
+
+def _encode_chunk(msg: MaskedInputChunk) -> bytes | None:
+    data = np.ascontiguousarray(msg.data)
+    width = data.dtype.itemsize
+    if data.dtype.kind != "u" or width not in _WIDTHS:
+        return None  # client_to_proto raises the error
+    sid, values = msg.session_id, (msg.index, msg.count, msg.offset, width)
+    if not isinstance(sid, bytes) or any(type(v) is not int for v in values):
+        return None  # not plain bytes and ints: protobuf decides what it accepts
+    head = [_tag(1, _LEN) + _varint(len(sid)) + sid] if sid else []
+    for (field, _, top), value in zip(_CHUNK_FIELDS[1:], values, strict=True):
+        if not 0 <= value <= top:
+            return None  # out of the field's range: protobuf raises
+        if value:
+            head.append(_tag(field, _VARINT) + _varint(value))
+    elements = data.astype(_WIDTHS[width], copy=False).data.cast("B")
+    if elements.nbytes:
+        head.append(_CHUNK_DATA_TAG + _varint(elements.nbytes))
+    body = b"".join(head)
+    return b"".join((_PREFIX, _varint(len(body) + elements.nbytes), body, elements))
+
+
+def decode_client(raw: bytes) -> ClientMessage:
+    """Decode a serialized client envelope (on the server); EncodingError if malformed or not protobuf. A masked
+    chunk in the serializer's form is read in place: its elements are a read-only view of `raw`."""
+    fast = _decode_chunk(raw)
+    if fast is not None:
+        return fast
+    try:
+        env = pb.ClientEnvelope.FromString(raw)
+    except DecodeError:
+        raise EncodingError("not a protobuf ClientEnvelope") from None
+    return client_from_proto(env)
+
+
+def _read_varint(raw: bytes, pos: int, top: int) -> tuple[int, int] | None:
+    """(value, next position), or None past the end, past 10 bytes, or above top."""
+    value = shift = 0
+    while pos < len(raw) and shift < 70:
+        byte = raw[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return (value, pos) if value <= top else None
+        shift += 7
+    return None
+
+
+def _decode_chunk(raw: bytes) -> MaskedInputChunk | None:
+    """The chunk of an envelope in exactly the serializer's form, checked as client_from_proto checks it;
+    None for anything else (the protobuf path then decides, and raises its errors)."""
+    if not isinstance(raw, bytes) or not raw.startswith(_PREFIX):
+        return None
+    got = _read_varint(raw, len(_PREFIX), len(raw))
+    if got is None or got[0] != len(raw) - got[1]:
+        return None  # the chunk must be the envelope's last and only other field
+    pos = got[1]
+    sid, numbers = b"", [0, 0, 0, 0]  # session_id; index, count, offset, element_width
+    for i, (field, wire_type, top) in enumerate(_CHUNK_FIELDS):
+        tag = _tag(field, wire_type)
+        if not raw.startswith(tag, pos):
+            continue  # a zero value is left out
+        got = _read_varint(raw, pos + len(tag), top if wire_type == _VARINT else len(raw))
+        if got is None:
+            return None
+        if wire_type == _VARINT:
+            numbers[i - 1], pos = got
+        elif got[0] <= len(raw) - got[1]:
+            sid, pos = raw[got[1] : got[1] + got[0]], got[1] + got[0]
+        else:
+            return None
+    index, count, offset, width = numbers
+    dtype = _WIDTHS.get(width)
+    if len(sid) != ID_BYTES or dtype is None or not raw.startswith(_CHUNK_DATA_TAG, pos):
+        return None
+    got = _read_varint(raw, pos + len(_CHUNK_DATA_TAG), len(raw))
+    if got is None or got[0] != len(raw) - got[1] or got[0] == 0 or got[0] % dtype.itemsize:
+        return None  # data must end the envelope, a non-zero whole number of elements
+    data = np.frombuffer(raw, dtype=dtype, count=got[0] // dtype.itemsize, offset=got[1])
+    if data.ctypes.data % dtype.itemsize:  # the kernels assume aligned elements: one copy then
+        data = data.copy()
+        data.flags.writeable = False
+    return MaskedInputChunk(sid, index, count, offset, data)
