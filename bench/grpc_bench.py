@@ -3,10 +3,13 @@
 W6  N=10 silos, D=1e6: a secure SecAgg+ round against a plaintext round over the same transport. The
     plaintext round is the floor of any aggregation over this transport: each silo streams its D+1 uint32
     (prepared before the round) as MaskedInputChunk envelopes, in the chunking our silos use, over the same
-    mutual-TLS gRPC stream, to a minimal servicer built on the same generated stub that only sums them and
-    acknowledges. Both are run twice, like for like: as processes (our `secagg server` + 10 `secagg silo`
-    processes; the plaintext server in this process + 10 plaintext silo processes of this script) and as
-    threads in this one process (AggregationServer + 10 SiloRunner; plaintext servicer + 10 clients).
+    mutual-TLS gRPC stream, to a minimal servicer that only sums them and acknowledges; both ends use the
+    transport's own chunk codec and method handlers (wire.encode_client, grpc_silo.participate,
+    grpc_server.add_servicer, wire.decode_client: one copy to send a chunk, none to read it), so that the
+    floor moves whenever the transport's copying does. Both are run twice, like for like: as processes (our
+    `secagg server` + 10 `secagg silo` processes; the plaintext server in this process + 10 plaintext silo
+    processes of this script) and as threads in this one process (AggregationServer + 10 SiloRunner;
+    plaintext servicer + 10 clients).
     Round times are medians over --repeats rounds after a warm-up round (silos stay connected), taken by
     the server (our round-<r>.json "seconds"; the plaintext server's clock from "go" to the last sum).
     Every secure aggregate is checked exactly against the plaintext ring sum. Target: secure <= 1.5 x.
@@ -71,8 +74,8 @@ from secagg.protocol.messages import MaskedInputChunk
 from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport._generated import secagg_pb2_grpc as pb_grpc
-from secagg.transport.grpc_server import AggregationServer
-from secagg.transport.grpc_silo import ROUNDING_LABEL, SiloRunner, rounding_seed
+from secagg.transport.grpc_server import AggregationServer, add_servicer
+from secagg.transport.grpc_silo import ROUNDING_LABEL, SiloRunner, participate, rounding_seed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HANG = 1800.0  # seconds: only bounds a hang
@@ -427,7 +430,7 @@ class PlainAggregator(pb_grpc.AggregatorServicer):  # type: ignore[misc]
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.dim = config.protocol.dim + 1
-        self.inbox: queue.Queue[tuple[int, pb.ClientEnvelope]] = queue.Queue(maxsize=64)  # as ours
+        self.inbox: queue.Queue[tuple[int, MaskedInputChunk]] = queue.Queue(maxsize=64)  # as ours
         self.outboxes: dict[int, queue.Queue[pb.ServerEnvelope | None]] = {}
         self.lock = threading.Lock()
         self.server: grpc.Server | None = None
@@ -443,7 +446,7 @@ class PlainAggregator(pb_grpc.AggregatorServicer):  # type: ignore[misc]
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_AggregatorServicer_to_server(self, server)
+        add_servicer(self, server)  # Participate gets serialized envelopes, as our server's does
         creds = grpc.ssl_server_credentials(
             [(tls.key.read_bytes(), tls.cert.read_bytes())],
             root_certificates=tls.client_ca.read_bytes(),
@@ -466,8 +469,10 @@ class PlainAggregator(pb_grpc.AggregatorServicer):  # type: ignore[misc]
 
         def read() -> None:
             with contextlib.suppress(grpc.RpcError):
-                for env in request_iterator:
-                    self.inbox.put((entry.id, env))
+                for raw in request_iterator:
+                    chunk = wire.decode_client(raw)  # read in place, as our server does
+                    assert isinstance(chunk, MaskedInputChunk)
+                    self.inbox.put((entry.id, chunk))
             outbox.put(None)
 
         threading.Thread(target=read, daemon=True).start()
@@ -489,9 +494,8 @@ class PlainAggregator(pb_grpc.AggregatorServicer):  # type: ignore[misc]
             box.put(GO)
         done: set[int] = set()
         while len(done) < n:
-            silo, env = self.inbox.get(timeout=HANG)
-            c = env.masked_input_chunk
-            data = np.frombuffer(c.data, dtype="<u4")
+            silo, c = self.inbox.get(timeout=HANG)
+            data = c.data
             view = acc[c.offset : c.offset + data.shape[0]]
             np.add(view, data, out=view)  # wraps modulo 2^32
             if c.index == c.count - 1:
@@ -528,12 +532,12 @@ def plain_silo(config: SiloConfig, rounds: int) -> None:
     ]
     outbox: queue.Queue[MaskedInputChunk | None] = queue.Queue()
 
-    def requests() -> Iterator[pb.ClientEnvelope]:
+    def requests() -> Iterator[bytes]:
         while (item := outbox.get()) is not None:
-            yield wire.client_to_proto(item)  # converted one at a time as gRPC pulls, as SiloRunner does
+            yield wire.encode_client(item)  # serialized one at a time as gRPC pulls, as SiloRunner does
 
     with grpc.secure_channel(config.server, creds, options=options) as channel:
-        responses = pb_grpc.AggregatorStub(channel).Participate(requests())
+        responses = participate(channel)(requests())  # SiloRunner's call
         finished = 0
         for env in responses:
             if list(env.round_complete.survivors):  # DONE
