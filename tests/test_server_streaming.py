@@ -82,3 +82,39 @@ def test_budget_for_one_stream_stages_the_first_and_streams_the_rest_directly() 
     assert res is not None and 1 not in res.survivors
     want, total = expected_sum(setup, res.survivors)
     assert np.array_equal(res.sum, want) and total == res.total_weight
+
+
+def _repeat_first_chunk_of(victim: int, change: bool):  # type: ignore[no-untyped-def]
+    """The victim's chunk 0 arrives again after chunk 1, unchanged or with one element changed."""
+    first: dict[int, MaskedInputChunk] = {}
+
+    def hook(cid: int, msg: ClientMessage) -> ClientMessage | list[ClientMessage] | None:
+        if cid != victim or not isinstance(msg, MaskedInputChunk):
+            return msg
+        if msg.index == 0:
+            first[0] = msg
+        if msg.index == 1:
+            again = first[0]
+            if change:
+                data = again.data.copy()
+                data[0] ^= 1
+                again = dataclasses.replace(again, data=data)
+            return [msg, again]
+        return msg
+
+    return hook
+
+
+@pytest.mark.parametrize("budget", [None, 0])
+@pytest.mark.parametrize("change", [False, True])
+def test_a_repeated_chunk_is_told_identical_or_conflicting_staged_or_direct(budget: int | None, change: bool) -> None:
+    """B5 for chunks: a staged chunk is compared with its buffer, a direct one by its fingerprint; either way
+    the first stands and the sum is exact."""
+    setup = _setup(budget)
+    rr = run(setup, to_server=_repeat_first_chunk_of(2, change))
+    want_event = "conflicting-duplicate-rejected" if change else "duplicate-ignored"
+    assert [a.event for a in rr.audit if a.client == 2] == [want_event]
+    res = setup.server.result
+    assert res is not None and len(res.survivors) == 5
+    want, total = expected_sum(setup, res.survivors)
+    assert np.array_equal(res.sum, want) and total == res.total_weight

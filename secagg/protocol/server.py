@@ -29,10 +29,10 @@ from secagg.crypto.keys import (
 )
 from secagg.crypto.prg import MaskExpander
 from secagg.crypto.secret import SecretBytes
+from secagg.encoding import Writer
 from secagg.errors import (
     AuthenticationError,
     ConfigurationError,
-    EncodingError,
     InvalidPeerKeyError,
     RoundAborted,
     ShamirError,
@@ -57,7 +57,6 @@ from secagg.protocol.messages import (
     SharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
-    encode_message,
 )
 from secagg.protocol.rules import SERVER_NEXT, SERVER_STAGE, TERMINAL_SERVER, ServerState, server_accepts
 from secagg.ring import Ring
@@ -134,7 +133,9 @@ class _Staging:
     received: int = 0
     offset: int = 0
     buffer: NDArray[Any] | None = None
-    chunks: list[bytes] = field(default_factory=list)  # digest of each staged chunk, by index
+    chunks: list[tuple[int, int, bytes]] = field(default_factory=list)
+    """Each arrived chunk, by index: (offset, end, fingerprint); the fingerprint is only taken for a direct
+    stream, a staged chunk is compared with the buffer when it is repeated."""
 
 
 class ServerSession:
@@ -309,7 +310,7 @@ class ServerSession:
             return self._reject(sender, "masked input for another session")
         st = self._staging.get(sender)
         if st is not None and msg.index < st.received:  # B5: a chunk of this stream that already arrived
-            return self._duplicate(sender, st.chunks[msg.index], _chunk_digest(msg))
+            return self._duplicate(sender, True, _same_chunk(st, msg))
         if st is None:
             if not 1 <= msg.count <= min(MAX_CHUNKS, length):
                 return self._reject(sender, "bad chunk count")
@@ -341,7 +342,7 @@ class ServerSession:
                 st.buffer = self.ring.zeros(length)
             st.buffer[msg.offset : end] = data
         if st.count > 1:
-            st.chunks.append(_chunk_digest(msg))
+            st.chunks.append((msg.offset, end, _chunk_digest(msg) if st.direct else b""))
         st.received += 1
         st.offset = end
         self._staging[sender] = st
@@ -637,11 +638,31 @@ class ServerSession:
 
 
 def _chunk_digest(msg: MaskedInputChunk) -> bytes:
-    """Fingerprint of a staged chunk, so that a repeated one is told identical or conflicting (B5)."""
-    try:
-        return hashlib.sha256(encode_message(msg)).digest()
-    except EncodingError:
+    """Fingerprint of a chunk (its header and its elements, hashed in place), so that a repeat of a chunk that
+    went straight into the sum can be told identical or conflicting (B5)."""
+    data = msg.data
+    if not isinstance(data, np.ndarray):
         return b""
+    h = hashlib.sha256(Writer().raw(msg.session_id).u32(msg.index).u32(msg.count).u64(msg.offset).getvalue())
+    h.update(data.dtype.str.encode())
+    h.update(np.ascontiguousarray(data).view(np.uint8).data)
+    return h.digest()
+
+
+def _same_chunk(st: _Staging, msg: MaskedInputChunk) -> bool:
+    """Whether a repeated chunk equals the one that arrived at its index (B5: identical, or conflicting)."""
+    offset, end, digest = st.chunks[msg.index]
+    if msg.count != st.count or msg.offset != offset:
+        return False
+    if st.direct or st.buffer is None:
+        return _chunk_digest(msg) == digest
+    data = msg.data
+    return (
+        isinstance(data, np.ndarray)
+        and data.dtype == st.buffer.dtype
+        and data.shape == (end - offset,)
+        and bool(np.array_equal(st.buffer[offset:end], data))
+    )
 
 
 # nonce + (u32 sender, u32 recipient, two 68-byte shares) + tag
