@@ -47,35 +47,40 @@ _TWO_NEG_32 = 1.0 / 4294967296.0
 # ---------------------------------------------------------------------------------------------- kernels
 
 
+# The input may be read-only (e.g. a model held in a read-only or memory-mapped buffer).
+_RO_F32 = numba.types.Array(float32, 1, "C", readonly=True)
+
+
 @numba.njit(
     [
         void(float32[::1], float64, uint64, uint64, uint32[::1], uint32[::1]),
         void(float32[::1], float64, uint64, uint64, uint32[::1], uint64[::1]),
+        void(_RO_F32, float64, uint64, uint64, uint32[::1], uint32[::1]),
+        void(_RO_F32, float64, uint64, uint64, uint32[::1], uint64[::1]),
     ],
     cache=True,
     nogil=True,
 )
 def quantise_kernel(x: Any, clip: Any, qmax: Any, weight: Any, rand: Any, out: Any) -> None:
     """out[i] = weight * stochastic_round((clip(x[i]) + c) * qmax / 2c), with qmax = 2^b - 1."""
+    # Every step is a select, not a branch, so the loop vectorises; the arithmetic is that of the module
+    # docstring, in that order (the twin and the known-answer vectors pin it).
     qmax_f = np.float64(qmax)
     scale = qmax_f / (2.0 * clip)
+    low = -clip
+    zero = np.uint64(0)
     for i in range(x.shape[0]):
         v = np.float64(x[i])
-        if v != v:  # NaN: deterministic zero (the wrapper refuses NaN before getting here)
-            out[i] = 0
-            continue
-        if v < -clip:
-            v = -clip
-        elif v > clip:
-            v = clip
+        finite_or_inf = v == v  # NaN: deterministic zero (the wrapper refuses NaN before getting here)
+        v = v if finite_or_inf else np.float64(0.0)
+        v = low if v < low else v
+        v = clip if v > clip else v
         t = np.floor((v + clip) * scale + np.float64(rand[i]) * _TWO_NEG_32)
-        if t < 0.0:
-            t = 0.0
-        elif t > qmax_f:
-            t = qmax_f
+        t = np.float64(0.0) if t < 0.0 else t
+        t = qmax_f if t > qmax_f else t
         q = np.uint64(t)
-        if q > qmax:  # qmax_f may round up to 2^b when b > 53
-            q = qmax
+        q = qmax if q > qmax else q  # qmax_f may round up to 2^b when b > 53
+        q = q if finite_or_inf else zero
         out[i] = q * weight
 
 

@@ -15,13 +15,16 @@ Specification (another implementation must reproduce `protocols/vectors/prg.json
 
 Speed: `MaskExpander.accumulate` writes the keystream chunk by chunk into one reused buffer with
 `update_into`, views it as words without copying and adds it into the accumulator with the ring kernels
-(power-of-two kernels reduce raw words themselves), so memory stays O(chunk). Masks never come from
-numpy.random or random.
+(power-of-two kernels reduce raw words themselves), so memory stays O(chunk). `accumulate_many` (and the
+`MaskStreams` it is built on) opens several masks side by side and adds all of them to one chunk of the
+accumulator before moving to the next, so the accumulator crosses memory once rather than once per mask.
+Masks never come from numpy.random or random.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,7 @@ __all__ = [
     "INFO_REJECTION",
     "SEED_BYTES",
     "MaskExpander",
+    "MaskStreams",
     "derive_prg_key",
     "expand_mask",
 ]
@@ -148,70 +152,77 @@ class MaskExpander(NoPickle):
 
     def accumulate(self, acc: NDArray[Any], seed: SecretBytes, sign: int = +1, start: int = 0) -> None:
         """acc = (acc + sign * mask[start : start + len(acc)]) mod M, in place; sign is +1 or -1."""
+        self.accumulate_many(acc, ((seed, sign),), start)
+
+    def accumulate_many(self, acc: NDArray[Any], masks: Sequence[tuple[SecretBytes, int]], start: int = 0) -> None:
+        """acc = (acc + sum of sign * mask(seed)[start : start + len(acc)]) mod M, in place, for (seed, sign) in
+        masks: the same result as one `accumulate` per mask, but block by block, every mask added to a block
+        while it is in cache (the accumulator is read and written once, not once per mask)."""
+        self._check_acc(acc)
+        with self.streams(masks, start) as streams:
+            streams.add_next(acc)
+
+    def streams(self, masks: Sequence[tuple[SecretBytes, int]], start: int = 0) -> MaskStreams:
+        """The masks (seed, sign) opened side by side at element `start`, to be added block after block with
+        `MaskStreams.add_next` (close it, or use it as a context manager, to wipe the keystream buffers)."""
+        return MaskStreams(self, masks, start)
+
+    def _check_acc(self, acc: NDArray[Any]) -> None:
         ring = self._ring
         if not isinstance(acc, np.ndarray) or acc.dtype != ring.dtype or acc.ndim != 1:
             raise ConfigurationError(f"acc must be a 1-D {ring.dtype.name} array for this ring")
         if not acc.flags.c_contiguous or not acc.flags.writeable:
             raise ConfigurationError("acc must be C-contiguous and writeable")
-        if sign not in (1, -1) or isinstance(sign, bool):
-            raise ConfigurationError("sign must be +1 or -1")
-        start = _check_index(start, "start")
-        key = derive_prg_key(seed, ring)
-        if acc.size == 0:
-            return
-        kernel, arg = _kernels.select_kernel(ring.modulus, sign)
-        if ring.is_power_of_two:
-            self._accumulate_ctr(acc, key, kernel, arg, start)
-        else:
-            if int(acc.max()) >= ring.modulus:
-                raise ConfigurationError("ring elements must be < modulus")
-            self._accumulate_rejection(acc, key, kernel, arg, start)
 
     # -- power-of-two M: AES-256-CTR keystream words ------------------------------------------------------
 
-    def _accumulate_ctr(
-        self, acc: NDArray[Any], key: SecretBytes, kernel: Any, arg: np.unsignedinteger[Any], start: int
-    ) -> None:
-        w = self._ring.word_bytes
-        first_byte = start * w
+    def _open_ctr(self, key: SecretBytes, start: int) -> Any:
+        """A CTR encryptor positioned at element `start` (the bytes before it in its block are skipped)."""
+        first_byte = start * self._ring.word_bytes
         counter = (first_byte // _BLOCK).to_bytes(_BLOCK, "big")
         enc = Cipher(algorithms.AES(key.expose_secret()), modes.CTR(counter)).encryptor()
         skip = first_byte % _BLOCK
-        ks, words, zeros = self._ks, self._ks_words, self._zeros
-        try:
-            if skip:
-                enc.update_into(zeros[:skip], ks)
-            n = acc.shape[0]
-            pos = 0
-            chunk = self._chunk
-            while pos < n:
-                m = min(chunk, n - pos)
-                enc.update_into(zeros[: m * w], ks)
-                view = words[:m] if _LITTLE_ENDIAN else words[:m].astype(self._ring.dtype)
-                kernel(acc[pos : pos + m], view, arg)
-                pos += m
-        finally:
-            # Leave no keystream behind in the reused buffer (only the bytes this call could have written).
-            self._ks_bytes[: max(skip, min(self._chunk, acc.shape[0]) * w)].fill(0)
+        if skip:
+            enc.update_into(self._zeros[:skip], self._ks)
+        return enc
+
+    def _add_ctr(self, acc: NDArray[Any], streams: list[tuple[Any, Any, Any]]) -> None:
+        """Add the next len(acc) keystream words of every stream, one chunk of acc at a time."""
+        w = self._ring.word_bytes
+        ks, words, zeros, chunk = self._ks, self._ks_words, self._zeros, self._chunk
+        n = acc.shape[0]
+        for pos in range(0, n, chunk):
+            m = min(chunk, n - pos)
+            seg = acc[pos : pos + m]
+            z = zeros[: m * w]
+            view = words[:m] if _LITTLE_ENDIAN else None
+            for enc, kernel, arg in streams:
+                enc.update_into(z, ks)
+                kernel(seg, view if view is not None else words[:m].astype(self._ring.dtype), arg)
 
     # -- other M: rejection sampling from AES-256-ECB blocks BE64(j) || BE64(i) ----------------------------
 
-    def _accumulate_rejection(
-        self, acc: NDArray[Any], key: SecretBytes, kernel: Any, arg: np.unsignedinteger[Any], start: int
-    ) -> None:
+    def _open_ecb(self, key: SecretBytes) -> Any:
         # ECB here is a block-wise PRF on distinct counter blocks (j, i), not a mode for encrypting data.
-        ecb = Cipher(algorithms.AES(key.expose_secret()), modes.ECB()).encryptor()  # noqa: S305
+        return Cipher(algorithms.AES(key.expose_secret()), modes.ECB()).encryptor()  # noqa: S305
+
+    def _add_rejection(self, acc: NDArray[Any], streams: list[tuple[Any, Any, Any]], first: int) -> None:
+        """Add elements first .. first + len(acc) - 1 of every stream's mask, one chunk of acc at a time."""
         words = self._words
-        try:
-            n = acc.shape[0]
-            pos = 0
-            while pos < n:
-                m = min(self._chunk, n - pos)
-                self._sample_rejection(ecb, start + pos, m, words[:m])
-                kernel(acc[pos : pos + m], words[:m], arg)
-                pos += m
-        finally:
-            words.fill(0)
+        n = acc.shape[0]
+        for pos in range(0, n, self._chunk):
+            m = min(self._chunk, n - pos)
+            seg = acc[pos : pos + m]
+            for ecb, kernel, arg in streams:
+                self._sample_rejection(ecb, first + pos, m, words[:m])
+                kernel(seg, words[:m], arg)
+
+    def _wipe(self, ks_bytes: int) -> None:
+        """Leave no mask material behind in the reused buffers."""
+        if self._ring.is_power_of_two:
+            self._ks_bytes[:ks_bytes].fill(0)
+        else:
+            self._words.fill(0)
             np.frombuffer(self._ecb_out, dtype=np.uint8).fill(0)
 
     def _sample_rejection(self, ecb: Any, first: int, m: int, out: NDArray[Any]) -> None:
@@ -229,6 +240,81 @@ class MaskExpander(NoPickle):
             words = cands[: 2 * k] if _LITTLE_ENDIAN else cands[: 2 * k].astype(np.uint64)
             k = _kernels.select_rejection(words, low_bits, modulus, pending, k, out)
             j += 1
+
+
+class MaskStreams(NoPickle):
+    """Several masks (seed, sign) of one expander, open side by side at one element position.
+
+    `add_next(block)` adds the next len(block) elements of every mask into block and moves on, so a caller can
+    fill a block of its vector and mask it while the block is still in cache. Holds AES contexts (key
+    material) until `close` (or the end of a `with` block), which also wipes the expander's buffers.
+    """
+
+    __slots__ = ("_expander", "_position", "_streams", "_used")
+
+    def __init__(self, expander: MaskExpander, masks: Sequence[tuple[SecretBytes, int]], start: int) -> None:
+        ring = expander.ring
+        start = _check_index(start, "start")
+        checked: list[tuple[SecretBytes, int]] = []
+        for seed, sign in masks:
+            if sign not in (1, -1) or isinstance(sign, bool):
+                raise ConfigurationError("sign must be +1 or -1")
+            checked.append((derive_prg_key(seed, ring), sign))
+        self._expander: MaskExpander | None = expander
+        self._position = start
+        self._used = (start * ring.word_bytes) % _BLOCK if ring.is_power_of_two else 0
+        streams: list[tuple[Any, Any, Any]] = []
+        try:
+            for key, sign in checked:
+                kernel, arg = _kernels.select_kernel(ring.modulus, sign)
+                ctx = expander._open_ctr(key, start) if ring.is_power_of_two else expander._open_ecb(key)
+                streams.append((ctx, kernel, arg))
+        except BaseException:
+            expander._wipe(self._used)
+            raise
+        self._streams = streams
+
+    @property
+    def position(self) -> int:
+        """The element index the next `add_next` starts at."""
+        return self._position
+
+    def add_next(self, acc: NDArray[Any]) -> None:
+        """acc = (acc + sum of sign * mask[position : position + len(acc)]) mod M, in place; then position moves
+        past acc. For a modulus that is not a power of two, acc's elements must be < M."""
+        expander = self._expander
+        if expander is None:
+            raise ConfigurationError("these mask streams are closed")
+        expander._check_acc(acc)
+        n = acc.shape[0]
+        if n == 0 or not self._streams:
+            self._position += n
+            return
+        ring = expander.ring
+        if ring.is_power_of_two:
+            self._used = max(self._used, min(expander.chunk_elems, n) * ring.word_bytes)
+            expander._add_ctr(acc, self._streams)
+        else:
+            if int(acc.max()) >= ring.modulus:
+                raise ConfigurationError("ring elements must be < modulus")
+            expander._add_rejection(acc, self._streams, self._position)
+        self._position += n
+
+    def close(self) -> None:
+        """Drop the AES contexts and wipe the expander's keystream buffers (idempotent)."""
+        expander, self._expander = self._expander, None
+        self._streams = []
+        if expander is not None:
+            expander._wipe(self._used)
+
+    def __enter__(self) -> MaskStreams:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MaskStreams(masks={len(self._streams)}, position={self._position})"
 
 
 def expand_mask(ring: Ring, seed: SecretBytes, start: int, count: int) -> NDArray[Any]:
