@@ -121,6 +121,27 @@ def test_streams_refuse_bad_arguments() -> None:
         streams.add_next(np.array([1000003], dtype=np.uint32))  # not a ring element
 
 
+class _Counting(MaskExpander):
+    __slots__ = ("calls",)
+
+    def accumulate(self, acc: np.ndarray, seed: SecretBytes, sign: int = +1, start: int = 0) -> None:
+        self.calls.append((start, acc.shape[0], sign))
+        super().accumulate(acc, seed, sign, start)
+
+
+def test_an_expander_that_overrides_accumulate_is_called_per_mask_and_block() -> None:
+    ring = Ring(1 << 32)
+    masks = list(zip(_seeds(2, 5), [1, -1], strict=True))
+    counting = _Counting(ring, chunk_elems=4)
+    counting.calls = []
+    got = ring.zeros(10)
+    with counting.streams(masks, 3) as streams:
+        streams.add_next(got[:6])
+        streams.add_next(got[6:])
+    assert counting.calls == [(3, 6, 1), (3, 6, -1), (9, 4, 1), (9, 4, -1)]
+    assert got.tobytes() == _one_by_one(ring, ring.zeros(10), masks, 3).tobytes()
+
+
 @pytest.mark.parametrize("wide", [False, True])
 def test_quantise_takes_a_read_only_input(wide: bool) -> None:
     x = np.linspace(-2, 2, 101, dtype=np.float32)

@@ -152,7 +152,9 @@ class MaskExpander(NoPickle):
 
     def accumulate(self, acc: NDArray[Any], seed: SecretBytes, sign: int = +1, start: int = 0) -> None:
         """acc = (acc + sign * mask[start : start + len(acc)]) mod M, in place; sign is +1 or -1."""
-        self.accumulate_many(acc, ((seed, sign),), start)
+        self._check_acc(acc)
+        with MaskStreams(self, ((seed, sign),), start, _direct=True) as streams:
+            streams.add_next(acc)
 
     def accumulate_many(self, acc: NDArray[Any], masks: Sequence[tuple[SecretBytes, int]], start: int = 0) -> None:
         """acc = (acc + sum of sign * mask(seed)[start : start + len(acc)]) mod M, in place, for (seed, sign) in
@@ -250,9 +252,11 @@ class MaskStreams(NoPickle):
     material) until `close` (or the end of a `with` block), which also wipes the expander's buffers.
     """
 
-    __slots__ = ("_expander", "_position", "_streams", "_used")
+    __slots__ = ("_expander", "_per_mask", "_position", "_streams", "_used")
 
-    def __init__(self, expander: MaskExpander, masks: Sequence[tuple[SecretBytes, int]], start: int) -> None:
+    def __init__(
+        self, expander: MaskExpander, masks: Sequence[tuple[SecretBytes, int]], start: int, *, _direct: bool = False
+    ) -> None:
         ring = expander.ring
         start = _check_index(start, "start")
         checked: list[tuple[SecretBytes, int]] = []
@@ -262,10 +266,15 @@ class MaskStreams(NoPickle):
             checked.append((derive_prg_key(seed, ring), sign))
         self._expander: MaskExpander | None = expander
         self._position = start
+        # An expander subclass that overrides `accumulate` (an instrumented or another backend) is honoured:
+        # its masks are then added one `accumulate` call per mask and block.
+        self._per_mask: list[tuple[SecretBytes, int]] = []
+        if not _direct and type(expander).accumulate is not MaskExpander.accumulate:
+            self._per_mask = [(seed, sign) for seed, sign in masks]
         self._used = (start * ring.word_bytes) % _BLOCK if ring.is_power_of_two else 0
         streams: list[tuple[Any, Any, Any]] = []
         try:
-            for key, sign in checked:
+            for key, sign in checked if not self._per_mask else ():
                 kernel, arg = _kernels.select_kernel(ring.modulus, sign)
                 ctx = expander._open_ctr(key, start) if ring.is_power_of_two else expander._open_ecb(key)
                 streams.append((ctx, kernel, arg))
@@ -287,6 +296,11 @@ class MaskStreams(NoPickle):
             raise ConfigurationError("these mask streams are closed")
         expander._check_acc(acc)
         n = acc.shape[0]
+        if self._per_mask:
+            for seed, sign in self._per_mask:
+                expander.accumulate(acc, seed, sign, self._position)
+            self._position += n
+            return
         if n == 0 or not self._streams:
             self._position += n
             return
@@ -304,6 +318,7 @@ class MaskStreams(NoPickle):
         """Drop the AES contexts and wipe the expander's keystream buffers (idempotent)."""
         expander, self._expander = self._expander, None
         self._streams = []
+        self._per_mask = []
         if expander is not None:
             expander._wipe(self._used)
 

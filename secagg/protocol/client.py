@@ -11,6 +11,7 @@ typed error for the caller.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, overload
@@ -36,7 +37,7 @@ from secagg.errors import (
     RoundAborted,
     ShamirError,
 )
-from secagg.native.quantise import quantise  # type: ignore[import-not-found, unused-ignore]
+from secagg.native.quantise import quantise, quantise_kernel  # type: ignore[import-not-found, unused-ignore]
 from secagg.protocol import params as _params
 from secagg.protocol import recipes
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
@@ -68,9 +69,10 @@ from secagg.ring import Ring
 log = logging.getLogger("secagg.client")
 
 _QUANTISE_BLOCK = 1 << 20
+"""Rounding words drawn per block (the stream of rounding words is the same as in one pass)."""
 _STATE_VERSION = 1
 _ROUNDING_LABEL = b"secagg/v1/client/stochastic-rounding"
-"""Coordinates quantised per block (the stream of rounding words is the same as in one pass)."""
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class ContributionLedger(Protocol):
@@ -163,6 +165,10 @@ class _MaskingJob(NoPickle):
         "expander",
         "modulus",
         "next_index",
+        "qmax",
+        "rand",
+        "rand_hi",
+        "rand_lo",
         "ring",
         "rounding",
         "seeds",
@@ -170,6 +176,7 @@ class _MaskingJob(NoPickle):
         "token",
         "vector",
         "weight",
+        "weight_word",
     )
 
     def __init__(
@@ -185,6 +192,10 @@ class _MaskingJob(NoPickle):
         rounding: RandomSource | None,
         chunk_elems: int | None,
     ) -> None:
+        if (vector is None) == (encoded is None) or (vector is not None and rounding is None):
+            raise LocalProtocolError(
+                "a masking job takes either a float input and its rounding source or encoded words"
+            )
         self.sid = sid
         self.ring = ring
         self.expander = expander
@@ -194,9 +205,13 @@ class _MaskingJob(NoPickle):
         self.encoded = encoded
         self.rounding = rounding
         self.dim = cfg.dim
-        self.clip = cfg.clip
+        self.clip = float(cfg.clip)
         self.bits = cfg.bits
         self.modulus = cfg.modulus
+        self.qmax = np.uint64((1 << cfg.bits) - 1)
+        self.weight_word = np.uint64(weight)
+        self.rand = np.empty(0, dtype=np.uint32)  # rounding words of coordinates rand_lo .. rand_hi - 1
+        self.rand_lo = self.rand_hi = 0
         length = cfg.vector_length
         self.chunk_elems = chunk_elems or length
         self.count = -(-length // self.chunk_elems)
@@ -205,23 +220,54 @@ class _MaskingJob(NoPickle):
 
     def chunk(self, index: int) -> MaskedInputChunk:
         """Chunk `index` of y = quantise(x) || weight + self mask + (+/-) each pairwise mask; chunks must be
-        taken in order (the stochastic-rounding words are drawn coordinate after coordinate, as in one pass)."""
+        taken in order (the stochastic-rounding words are drawn coordinate after coordinate, as in one pass).
+
+        Block by block (the expander's chunk size): the plain values of a block are written, then every mask
+        is added to it while it is in cache (`MaskStreams`); every element is written, so the chunk starts
+        uninitialised."""
         lo = index * self.chunk_elems
         hi = min(lo + self.chunk_elems, self.dim + 1)
-        out = self.ring.zeros(hi - lo)
-        top = min(hi, self.dim)
-        if self.encoded is not None:
-            out[: max(top - lo, 0)] = self.encoded[lo:top]
-        elif self.vector is not None and self.rounding is not None:
-            for b in range(lo, top, _QUANTISE_BLOCK):
-                e = min(b + _QUANTISE_BLOCK, top)
-                rand = random_uint32(self.rounding, e - b)
-                quantise(self.vector[b:e], self.clip, self.bits, self.weight, rand, self.modulus, out[b - lo : e - lo])
-        if hi == self.dim + 1:
-            out[-1] = self.weight  # the total weight travels as the last, masked coordinate
-        for seed, sign in self.seeds:
-            self.expander.accumulate(out, seed, sign, lo)
+        out = np.empty(hi - lo, dtype=self.ring.dtype)
+        block = self.expander.chunk_elems
+        with self.expander.streams(self.seeds, lo) as streams:
+            for b in range(lo, hi, block):
+                e = min(b + block, hi)
+                seg = out[b - lo : e - lo]
+                top = min(e, self.dim)
+                if self.encoded is not None:
+                    seg[: max(top - b, 0)] = self.encoded[b:top]
+                elif b < top:
+                    self._quantise_into(b, top, seg)
+                if e == self.dim + 1:
+                    seg[-1] = self.weight  # the total weight travels as the last, masked coordinate
+                streams.add_next(seg)
         return MaskedInputChunk(self.sid, index, self.count, lo, out)
+
+    def _quantise_into(self, b: int, e: int, seg: NDArray[Any]) -> None:
+        """seg[: e - b] = quantise(x[b:e]); the rounding words come _QUANTISE_BLOCK at a time into one reused
+        buffer, in coordinate order, so they are the same words as one pass over the whole input draws."""
+        assert self.vector is not None and self.rounding is not None
+        p = b
+        while p < e:
+            if p >= self.rand_hi:
+                self._draw_rounding(p)
+            q = min(e, self.rand_hi)
+            rand = self.rand[p - self.rand_lo : q - self.rand_lo]
+            x = np.ascontiguousarray(self.vector[p:q])
+            quantise_kernel(x, self.clip, self.qmax, self.weight_word, rand, seg[p - b : q - b])
+            p = q
+
+    def _draw_rounding(self, p: int) -> None:
+        """The rounding words of coordinates p .. p + _QUANTISE_BLOCK - 1 (p is the first coordinate not drawn)."""
+        assert self.rounding is not None and p == self.rand_hi
+        n = min(_QUANTISE_BLOCK, self.dim - p)
+        if self.rand.shape[0] < n:
+            self.rand = np.empty(n, dtype=np.uint32)
+        if isinstance(self.rounding, DeterministicRandom) and _LITTLE_ENDIAN:
+            self.rounding.fill(self.rand[:n].view(np.uint8))  # the bytes random_uint32 takes, in place
+        else:
+            self.rand[:n] = random_uint32(self.rounding, n)
+        self.rand_lo, self.rand_hi = p, p + n
 
 
 class MaskedChunks(NoPickle, Iterator[MaskedInputChunk]):
