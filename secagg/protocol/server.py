@@ -528,15 +528,16 @@ class ServerSession:
             dropped, key_shares, lambda o, s: x25519_public_from_private(s) == self._ads[o].mask_public
         )
         out += [self._audit("shares-corrected", o, "a corrupted share was set aside") for o in self._fixed]
-        for owner in self._u3:
-            self._expander.accumulate(acc, seeds[owner], -1)
+        # every survivor's self mask, and each dropped client's pairwise masks with its surviving neighbours
+        # (the peer added sign(peer, gone) * PRG(seed); subtract exactly that), removed in one pass over acc
+        unmask: list[tuple[SecretBytes, int]] = [(seeds[owner], -1) for owner in self._u3]
         u3 = set(self._u3)
         for gone in dropped:
             pair = X25519KeyPair(keys[gone])
             for peer in sorted(self._hood.of(gone) & u3):
-                # the peer added sign(peer, gone) * PRG(seed); subtract exactly that
                 seed = recipes.pairwise_seed(pair.agree(self._ads[peer].mask_public), sid, peer, gone)
-                self._expander.accumulate(acc, seed, -recipes.pairwise_sign(peer, gone))
+                unmask.append((seed, -recipes.pairwise_sign(peer, gone)))
+        self._expander.accumulate_many(acc, unmask)
         total_weight = int(acc[-1])
         if not 1 <= total_weight <= len(self._u3) * cfg.max_weight:
             raise RoundAborted("BAD_AGGREGATE", "total weight outside its possible range")
