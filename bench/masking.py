@@ -6,6 +6,8 @@ threaded, the median of the repeats:
       one NumPy vector add into the accumulator;
   (b) MaskExpander.accumulate for `peers` seeds over D elements (HKDF per seed included), for several
       chunk sizes, and the ratio (b)/(a) for the default chunk size (target <= 1.2);
+  (b') MaskExpander.accumulate_many: the same masks added block by block (what a client and the server's
+      unmasking do), for the same chunk sizes, and its ratio to (a);
   (c) the first-call cost of every kernel in a fresh subprocess with an empty NUMBA_CACHE_DIR, then again
       with that cache warm.
 Prints a small table and writes bench/results/masking.json.
@@ -102,6 +104,17 @@ def ours_fn(ring: Ring, seeds: list[SecretBytes], acc: np.ndarray, chunk: int) -
     return run
 
 
+def many_fn(ring: Ring, seeds: list[SecretBytes], acc: np.ndarray, chunk: int) -> Callable[[], None]:
+    """(b'): MaskExpander.accumulate_many, every seed in one blocked pass."""
+    expander = MaskExpander(ring, chunk_elems=chunk)
+    masks = [(s, +1) for s in seeds]
+
+    def run() -> None:
+        expander.accumulate_many(acc, masks, 0)
+
+    return run
+
+
 def startup_costs() -> dict[str, Any]:
     """(c): kernel first-call cost with a cold, then a warm, Numba cache (fresh subprocess each)."""
     with tempfile.TemporaryDirectory() as cache:
@@ -137,18 +150,20 @@ def main() -> None:
 
     floor = floor_fn(dim, keys, acc)
     chunk_choices = sorted({1 << 14, 1 << 15, DEFAULT_CHUNK_ELEMS, 1 << 17, 1 << 18})
-    ours = {c: ours_fn(ring, seeds, acc, c) for c in chunk_choices}
+    ours = {f"chunk={c}": ours_fn(ring, seeds, acc, c) for c in chunk_choices}
+    ours |= {f"many, chunk={c}": many_fn(ring, seeds, acc, c) for c in chunk_choices}
     for fn in (floor, *ours.values()):  # warm up: kernels loaded, pages touched
         fn()
 
     # Interleave the candidates in every repeat so that drift on a shared machine hits them alike.
-    samples: dict[str, list[float]] = {"floor": []} | {f"chunk={c}": [] for c in chunk_choices}
+    samples: dict[str, list[float]] = {"floor": []} | {k: [] for k in ours}
     for _ in range(repeats):
         samples["floor"].append(_median_time(floor, 1)[0])
-        for c, fn in ours.items():
-            samples[f"chunk={c}"].append(_median_time(fn, 1)[0])
+        for k, fn in ours.items():
+            samples[k].append(_median_time(fn, 1)[0])
     med = {k: statistics.median(v) for k, v in samples.items()}
     ratio = med[f"chunk={DEFAULT_CHUNK_ELEMS}"] / med["floor"]
+    ratio_many = med[f"many, chunk={DEFAULT_CHUNK_ELEMS}"] / med["floor"]
 
     other: dict[str, float] = {}
     for modulus, label in ((1 << 64, "ring 2^64"), ((1 << 61) - 1, "ring 2^61-1 (rejection)")):
@@ -168,13 +183,20 @@ def main() -> None:
     print(f"masking: D={dim}, peers={peers}, repeats={repeats}, single thread, ring 2^32")
     print(f"{'what':<40}{'median ms':>12}{'per peer ms':>14}{'vs floor':>10}")
     for k, v in med.items():
-        label = "(a) floor: CTR + numpy add" if k == "floor" else f"(b) accumulate, {k}"
+        label = (
+            "(a) floor: CTR + numpy add"
+            if k == "floor"
+            else f"(b') accumulate_{k}"
+            if "many" in k
+            else f"(b) accumulate, {k}"
+        )
         print(f"{label:<40}{v * 1e3:>12.2f}{v * 1e3 / peers:>14.3f}{v / med['floor']:>10.3f}")
     for k, v in other.items():
         print(f"{'    accumulate, ' + k:<40}{v * 1e3:>12.2f}{v * 1e3 / peers:>14.3f}{v / med['floor']:>10.3f}")
     for k, v in kernel_ms.items():
         print(f"{'    kernel ' + k:<40}{v * 1e3:>12.3f}")
     print(f"ratio (b)/(a) at the default chunk ({DEFAULT_CHUNK_ELEMS} elements): {ratio:.3f}  (target <= 1.2)")
+    print(f"ratio (b')/(a), accumulate_many at the default chunk: {ratio_many:.3f}")
 
     result: dict[str, Any] = {
         "dim": dim,
@@ -184,6 +206,7 @@ def main() -> None:
         "median_s": med,
         "samples_s": samples,
         "ratio_b_over_a": ratio,
+        "ratio_many_over_a": ratio_many,
         "other_rings_s": other,
         "kernel_s": kernel_ms,
         "python": platform.python_version(),
