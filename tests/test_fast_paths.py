@@ -53,6 +53,9 @@ def test_accumulate_many_equals_one_accumulate_per_mask(
     got = base.copy()
     MaskExpander(ring, chunk_elems=chunk).accumulate_many(got, masks, start)
     assert got.tobytes() == want.tobytes()
+    again = base.copy()
+    MaskExpander(ring, chunk_elems=chunk).accumulate_many(again, (m for m in masks), start)  # any iterable
+    assert again.tobytes() == want.tobytes()
 
 
 @settings(max_examples=30, deadline=None)
@@ -135,7 +138,7 @@ def test_an_expander_that_overrides_accumulate_is_called_per_mask_and_block() ->
     counting = _Counting(ring, chunk_elems=4)
     counting.calls = []
     got = ring.zeros(10)
-    with counting.streams(masks, 3) as streams:
+    with counting.streams(iter(masks), 3) as streams:
         streams.add_next(got[:6])
         streams.add_next(got[6:])
     assert counting.calls == [(3, 6, 1), (3, 6, -1), (9, 4, 1), (9, 4, -1)]

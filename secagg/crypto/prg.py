@@ -24,7 +24,7 @@ Masks never come from numpy.random or random.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -156,7 +156,7 @@ class MaskExpander(NoPickle):
         with MaskStreams(self, ((seed, sign),), start, _direct=True) as streams:
             streams.add_next(acc)
 
-    def accumulate_many(self, acc: NDArray[Any], masks: Sequence[tuple[SecretBytes, int]], start: int = 0) -> None:
+    def accumulate_many(self, acc: NDArray[Any], masks: Iterable[tuple[SecretBytes, int]], start: int = 0) -> None:
         """acc = (acc + sum of sign * mask(seed)[start : start + len(acc)]) mod M, in place, for (seed, sign) in
         masks: the same result as one `accumulate` per mask, but block by block, every mask added to a block
         while it is in cache (the accumulator is read and written once, not once per mask)."""
@@ -164,7 +164,7 @@ class MaskExpander(NoPickle):
         with self.streams(masks, start) as streams:
             streams.add_next(acc)
 
-    def streams(self, masks: Sequence[tuple[SecretBytes, int]], start: int = 0) -> MaskStreams:
+    def streams(self, masks: Iterable[tuple[SecretBytes, int]], start: int = 0) -> MaskStreams:
         """The masks (seed, sign) opened side by side at element `start`, to be added block after block with
         `MaskStreams.add_next` (close it, or use it as a context manager, to wipe the keystream buffers)."""
         return MaskStreams(self, masks, start)
@@ -255,10 +255,11 @@ class MaskStreams(NoPickle):
     __slots__ = ("_expander", "_per_mask", "_position", "_streams", "_used")
 
     def __init__(
-        self, expander: MaskExpander, masks: Sequence[tuple[SecretBytes, int]], start: int, *, _direct: bool = False
+        self, expander: MaskExpander, masks: Iterable[tuple[SecretBytes, int]], start: int, *, _direct: bool = False
     ) -> None:
         ring = expander.ring
         start = _check_index(start, "start")
+        masks = list(masks)  # iterated twice below
         checked: list[tuple[SecretBytes, int]] = []
         for seed, sign in masks:
             if sign not in (1, -1) or isinstance(sign, bool):
