@@ -339,7 +339,9 @@ class ServerSession:
             self.ring.add_into(acc[msg.offset : end], data)
         else:
             if st.buffer is None:
-                st.buffer = self.ring.zeros(length)
+                # every element is written before the buffer is read: chunks arrive in order, without gaps, and
+                # only a complete stream is added to the sum
+                st.buffer = np.empty(length, dtype=self.ring.dtype)
             st.buffer[msg.offset : end] = data
         if st.count > 1:
             st.chunks.append((msg.offset, end, _chunk_digest(msg) if st.direct else b""))
