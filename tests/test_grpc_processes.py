@@ -332,6 +332,20 @@ def test_b2_oversized_message_is_refused_by_the_transport(deploy: Make) -> None:
     _round_without_5_then_with_it(dep, server)
 
 
+def test_silos_size_their_chunks_to_a_smaller_server_cap(deploy: Make) -> None:
+    """The server's max_message_bytes (256 KiB) is below the silos' (8 MiB): their default 1 MiB chunks would be
+    refused, so each silo narrows its chunks to the cap the server announces when the stream opens, and the
+    round over D = 300,000 is exact."""
+    dep = deploy(3, dim=300_000, max_message_bytes=256 << 10, chunk_elems=4096)
+    assert all(c.max_message_bytes == 8 << 20 for c in dep.silo_cfgs.values())
+    server = dep.start_server()
+    silos = dep.start_silos(range(1, 4), rounds=1)
+    dep.assert_exact(0, [1, 2, 3])
+    assert server.wait() == 0, server.logs()
+    for p in silos.values():
+        assert p.wait() == 0, p.logs()
+
+
 def test_garbage_envelopes_are_invalid_argument(deploy: Make) -> None:
     """Envelopes that violate the wire limits end their own stream with INVALID_ARGUMENT and change nothing:
     before the round (each on a new stream), and from a participant in the middle of the round."""

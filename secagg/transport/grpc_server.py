@@ -378,6 +378,8 @@ def _write_mean(path: Path, res: AggregateResult, block: int = 1 << 20) -> None:
 
 
 PARTICIPATE = "/secagg.v1.Aggregator/Participate"
+MAX_MESSAGE_HEADER = "secagg-max-message-bytes"
+"""Initial metadata of a Participate stream: the server's max_message_bytes, so silos size chunks to fit."""
 
 
 def _raw(data: bytes) -> bytes:
@@ -437,6 +439,8 @@ class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
         if not server.serving:
             context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining")
         silo = self._identify(context)
+        # the silo sizes its chunks to the smaller of its own cap and ours (a chunk over ours would be refused)
+        context.send_initial_metadata(((MAX_MESSAGE_HEADER, str(server.config.max_message_bytes)),))
         conn = server._attach(silo)
         bad: list[str] = []
 

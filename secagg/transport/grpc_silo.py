@@ -14,8 +14,9 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -30,7 +31,7 @@ from secagg.protocol.rules import ClientState, Stage
 from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport._generated import secagg_pb2_grpc as pb_grpc
-from secagg.transport.grpc_server import INSECURE_ID_HEADER, PARTICIPATE
+from secagg.transport.grpc_server import INSECURE_ID_HEADER, MAX_MESSAGE_HEADER, PARTICIPATE
 from secagg.transport.inprocess import REPLY_STAGE
 
 log = logging.getLogger("secagg.silo")
@@ -78,9 +79,7 @@ class SiloRunner:
         self._ledger: ContributionLedger = ledger if ledger is not None else config.open_ledger()
         self._identity = identity if identity is not None else config.load_identity()
         self._policy = config.to_client_policy()
-        self._chunk_elems = max(
-            1024, min(DEFAULT_CHUNK_ELEMS, (config.max_message_bytes - MESSAGE_OVERHEAD_BYTES) // 8)
-        )
+        self._chunk_elems = _chunk_elems_for(config.max_message_bytes)  # narrowed per stream to the server's cap
         seeded = config.seed is not None
         self._rng: RandomSource = rng or (DeterministicRandom(config.seed or 0) if seeded else SystemRandom())
         self._session: ClientSession | None = None
@@ -174,6 +173,7 @@ class SiloRunner:
         watcher.start()
         try:
             responses = participate(channel)(requests(), metadata=metadata)
+            self._chunk_elems = _chunk_elems_for(self.config.max_message_bytes, responses.initial_metadata())
             for env in responses:
                 got = True
                 self._handle(env, stream)
@@ -269,6 +269,20 @@ class SiloRunner:
 
 def _raw(data: bytes) -> bytes:
     return data
+
+
+def _chunk_elems_for(own_max: int, server_metadata: Iterable[tuple[str, Any]] | None = ()) -> int:
+    """Ring elements per masked chunk: 1 MiB of uint32 at most, and small enough for the smaller of this silo's
+    and the server's message cap (the server announces its cap when the stream opens; 8 bytes an element
+    covers every ring)."""
+    cap = own_max
+    for key, value in server_metadata or ():
+        if key == MAX_MESSAGE_HEADER:
+            try:
+                cap = min(cap, int(value))
+            except ValueError:
+                log.warning("the server announced an unreadable message cap %r; using this silo's", value)
+    return max(1024, min(DEFAULT_CHUNK_ELEMS, (cap - MESSAGE_OVERHEAD_BYTES) // 8))
 
 
 def participate(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
