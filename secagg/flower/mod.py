@@ -40,14 +40,9 @@ from secagg.protocol.config import ClientPolicy, RoundConfig
 from secagg.protocol.messages import (
     ClientAbort,
     ClientMessage,
-    ConsistencyRequest,
-    KeysBroadcast,
     MaskedInputChunk,
-    RoundComplete,
-    ServerAbort,
     ServerMessage,
     SetupRequest,
-    SharesDelivery,
     UnmaskRequest,
     decode_message,
     encode_message,
@@ -62,15 +57,6 @@ STATE_SESSION, STATE_PENDING, STATE_UPDATE, STATE_LEDGER = (
     "secagg.pending",
     "secagg.update",
     "secagg.ledger",
-)
-SERVER_MESSAGES = (
-    SetupRequest,
-    KeysBroadcast,
-    SharesDelivery,
-    ConsistencyRequest,
-    UnmaskRequest,
-    ServerAbort,
-    RoundComplete,
 )
 CHUNK_ELEMS = 1 << 20
 """Ring elements per masked-input chunk (4 MiB in a 2^32 ring), about Flower's array chunk size."""
@@ -198,14 +184,16 @@ def secagg_mod(
         blobs = rec_.get_bytes_list(rec, "msgs")
         if len(purposes) != len(blobs) or len(set(purposes)) != len(purposes):
             return _refuse(msg, "one message per purpose expected")
-        inbound = [decode_message(b) for b in blobs]
-        for m in inbound:
-            if not isinstance(m, SERVER_MESSAGES):
+        inbound: list[ServerMessage] = []
+        for blob in blobs:
+            m = decode_message(blob)
+            if not isinstance(m, ServerMessage):
                 return _refuse(msg, f"{type(m).__name__} is not a server message")
+            inbound.append(m)
         source = rng if rng is not None else SystemRandom()
         key = _state_key(context, source)
         answers = {
-            purpose: _step(msg, context, pid, purpose, m, key, source)  # type: ignore[arg-type]
+            purpose: _step(msg, context, pid, purpose, m, key, source)
             for purpose, m in zip(purposes, inbound, strict=True)
         }
         return _answer(msg, answers)

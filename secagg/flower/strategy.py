@@ -31,21 +31,10 @@ from secagg.errors import ConfigurationError, SecAggError
 from secagg.fl.strategy import IndividualUpdatesRequired
 from secagg.flower import records as rec_
 from secagg.protocol.config import MAX_CLIENT_ID, Mode, RoundConfig, StageTimeouts, propose_round
-from secagg.protocol.messages import (
-    AdvertiseKeys,
-    ClientAbort,
-    ConsistencySignature,
-    MaskedInputChunk,
-    ServerMessage,
-    ShareKeys,
-    UnmaskResponse,
-    decode_message,
-    encode_message,
-)
+from secagg.protocol.messages import ClientAbort, ClientMessage, ServerMessage, decode_message, encode_message
 from secagg.protocol.rules import TERMINAL_SERVER
 from secagg.protocol.server import AggregateResult, Audit, Send, ServerSession
 
-CLIENT_MESSAGES = (AdvertiseKeys, ShareKeys, MaskedInputChunk, ConsistencySignature, UnmaskResponse, ClientAbort)
 MIN_NODES = 3
 """Fewest nodes a secure round is started with (see _mark)."""
 log = logging.getLogger("flwr.secagg")  # under Flower's logger, so its handlers show our lines
@@ -348,7 +337,7 @@ class SecureFedAvg(FedAvg):
                 log.warning("node %d sent an undecodable %s reply: %s", node, purpose, exc)
                 continue
             for inbound in inbound_all:
-                if not isinstance(inbound, CLIENT_MESSAGES):
+                if not isinstance(inbound, ClientMessage):
                     log.warning("node %d sent a server message", node)
                     continue
                 if isinstance(inbound, ClientAbort):
