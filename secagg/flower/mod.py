@@ -24,6 +24,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -198,6 +199,19 @@ def secagg_mod(
         }
         return _answer(msg, answers)
 
+    def _session_kwargs(
+        context: Context, purpose: str, pending: ConfigRecord | None, source: RandomSource
+    ) -> dict[str, Any]:
+        """What a session of this node needs, new or restored: policy, identity, ledger, input, chunking."""
+        return {
+            "rng": source,
+            "policy": pol,
+            "identity": _identity(),
+            "ledger": _ContextLedger(context),
+            "input": _input(purpose, pending, context),
+            "chunk_elems": CHUNK_ELEMS,
+        }
+
     def _step(
         msg: Message,
         context: Context,
@@ -218,15 +232,7 @@ def secagg_mod(
                 context.state.pop(slot, None)
                 log.warning("node %d refuses the SecAgg+ round: %s %s", msg.metadata.dst_node_id, *refusal)
                 return [ClientAbort(code=refusal[0], reason=refusal[1])]
-            session = ClientSession(
-                pid,
-                rng=source,
-                policy=pol,
-                identity=_identity(),
-                ledger=_ContextLedger(context),
-                input=_input(purpose, pending, context),
-                chunk_elems=CHUNK_ELEMS,
-            )
+            session = ClientSession(pid, **_session_kwargs(context, purpose, pending, source))
         else:
             sealed = context.state.config_records.get(slot)
             if sealed is None:
@@ -239,13 +245,7 @@ def secagg_mod(
                 log.warning("node %d: %s", msg.metadata.dst_node_id, reason)
                 return [ClientAbort(code="STATE_UNREADABLE", reason=reason)]
             session = ClientSession.restore(
-                SecretBytes(blob, label="client-session-state"),
-                rng=source,
-                policy=pol,
-                identity=_identity(),
-                ledger=_ContextLedger(context),
-                input=_input(purpose, pending, context),
-                chunk_elems=CHUNK_ELEMS,
+                SecretBytes(blob, label="client-session-state"), **_session_kwargs(context, purpose, pending, source)
             )
         out = session.receive(inbound)
         if any(isinstance(m, MaskedInputChunk) for m in out) and purpose == rec_.PURPOSE_ARRAYS:
