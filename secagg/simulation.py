@@ -23,8 +23,9 @@ from secagg.crypto.rng import DeterministicRandom, random_uint32
 from secagg.errors import ConfigurationError
 from secagg.native.quantise import quantise  # type: ignore[import-not-found, unused-ignore]
 from secagg.protocol import params as _params
-from secagg.protocol.client import ClientInput, ClientSession, MemoryLedger
+from secagg.protocol.client import ClientInput, ClientSession
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, StageTimeouts, propose_round
+from secagg.protocol.ledger import MemoryLedger
 from secagg.protocol.rules import Stage
 from secagg.protocol.server import ServerSession
 from secagg.ring import Ring

@@ -32,8 +32,8 @@ from secagg.deploy.config import (
 )
 from secagg.deploy.pki import PkiLayout, init_pki
 from secagg.errors import ConfigurationError
-from secagg.protocol.client import ContributionLedger
 from secagg.protocol.config import MAX_CLIENT_ID, ClientPolicy, Mode
+from secagg.protocol.ledger import ContributionLedger
 from secagg.simulation import build, make_config, run
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -452,16 +452,17 @@ def test_file_ledger_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "state" / "contributions.json"
     ledger = FileLedger(path)
     assert not path.exists() and not ledger.has_contributed("run", 0)
-    ledger.record("run", 0)
-    ledger.record("run", 7)
-    ledger.record("run", 7)  # idempotent
-    ledger.record("other", 0)
+    assert ledger.reserve("run", 0)
+    assert ledger.reserve("run", 7)
+    assert not ledger.reserve("run", 7)  # claimed once only
+    assert ledger.reserve("other", 0)
     assert ledger.has_contributed("run", 7) and not ledger.has_contributed("run", 1)
     reopened = FileLedger(path)
     assert reopened.contributions() == [("other", 0), ("run", 0), ("run", 7)]
     assert reopened.has_contributed("other", 0) and not reopened.has_contributed("other", 7)
     assert json.loads(path.read_text())["version"] == 1
-    assert sorted(os.listdir(path.parent)) == ["contributions.json"]  # no temp file left behind
+    # no temp file left behind (the lock file stays: it is what reservations lock)
+    assert sorted(os.listdir(path.parent)) == ["contributions.json", "contributions.json.lock"]
     checker: ContributionLedger = reopened  # structural type of the protocol's ledger
     assert checker.has_contributed("run", 0)
 
@@ -493,7 +494,7 @@ def test_file_ledger_refuses_bad_records(tmp_path: Path) -> None:
     ledger = FileLedger(tmp_path / "l.json")
     for run_id, round_ in (("r", -1), ("r", True), (b"r", 0)):
         with pytest.raises(ConfigurationError):
-            ledger.record(run_id, round_)  # type: ignore[arg-type]
+            ledger.reserve(run_id, round_)  # type: ignore[arg-type]
     assert ledger.contributions() == []
 
 
@@ -516,7 +517,7 @@ def test_silo_config_opens_its_ledger(pki: PkiLayout) -> None:
     cfg = load_silo_config(pki.silos[2].config)
     ledger = cfg.open_ledger()
     assert ledger.path == pki.silos[2].state_dir / "contributions.json"
-    ledger.record("run", 0)
+    assert ledger.reserve("run", 0)
     assert cfg.open_ledger().has_contributed("run", 0)
 
 

@@ -114,8 +114,11 @@ def predict(cfg: RoundConfig, drop_at: dict[int, Stage], policy_min_aggregate: i
         return Outcome(abort="TOO_FEW_CLIENTS")
     asked = u3
     if cfg.mode is Mode.HARDENED:
-        asked = u3 - gone(Stage.CONSISTENCY_CHECK)
-        if len(asked) < floor:
+        # one survivor set per session: members sign it only if it can reach the quorum over U1 (POLICY assumes
+        # no corrupt client), and the server forwards the signatures only if they reach it
+        quorum = len(u1) // 2 + 1
+        asked = u3 - gone(Stage.CONSISTENCY_CHECK) if len(u3) >= max(t, quorum) else set()
+        if len(asked) < max(floor, quorum):
             return Outcome(abort="TOO_FEW_CLIENTS")
     min_agg = max(cfg.min_aggregate, policy_min_aggregate)
 

@@ -19,8 +19,9 @@ import pytest
 
 from secagg.crypto.rng import DeterministicRandom
 from secagg.errors import PolicyRefusal, RoundAborted
-from secagg.protocol.client import ClientSession, MemoryLedger
+from secagg.protocol.client import ClientSession
 from secagg.protocol.config import ClientPolicy, Mode, StageTimeouts
+from secagg.protocol.ledger import MemoryLedger
 from secagg.protocol.messages import (
     AdvertiseKeys,
     ClientAbort,

@@ -4,19 +4,16 @@ Every problem (unknown key, wrong type, missing required key, value out of range
 `ConfigurationError` naming the file, the dotted key and what is wrong, before any socket is opened.
 Relative paths resolve against the directory of the TOML file that names them. The `write_*` functions are
 the loaders' inverses (used by the developer PKI), so a generated file round-trips to an equal object.
-Also here: `FileLedger`, the silo's persistent record of the (run, round) pairs it contributed to.
+`FileLedger` (the silo's contribution ledger) lives in `secagg.deploy.ledger` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import math
 import os
 import re
-import tempfile
-import threading
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +28,8 @@ from numpy.typing import NDArray
 
 from secagg.crypto.keys import KEY_BYTES, IdentityKey, load_public_pem
 from secagg.crypto.rng import DeterministicRandom, random_uint32
+from secagg.deploy._files import atomic_write
+from secagg.deploy.ledger import FileLedger
 from secagg.errors import ConfigurationError
 from secagg.protocol import params as _params
 from secagg.protocol.client import ClientInput
@@ -1117,113 +1116,4 @@ def _relative_to(base: Path) -> Callable[[Path], str]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, text.encode(), mode=0o644)
-
-
-def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
-    """Write data to path atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-# -- contribution ledger -----------------------------------------------------------------------------------
-
-
-class FileLedger:
-    """A persistent ContributionLedger: the (run, round) pairs this silo sent a masked input for.
-
-    Stored as a JSON file rewritten atomically (temp file, fsync, rename, directory fsync) before `record`
-    returns, so a crash never loses a record and a restarted silo refuses to contribute twice (A10).
-    """
-
-    VERSION: Final = 1
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(os.path.abspath(os.fspath(path)))
-        self._lock = threading.Lock()
-        self._seen: set[tuple[str, int]] = self._load()
-
-    def _load(self) -> set[tuple[str, int]]:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return set()
-        except OSError as exc:
-            raise ConfigurationError(f"{self.path}: cannot read contribution ledger ({type(exc).__name__})") from None
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ConfigurationError(f"{self.path}: corrupt contribution ledger (not JSON)") from None
-        if not isinstance(doc, dict) or set(doc) != {"version", "contributions"}:
-            raise ConfigurationError(f"{self.path}: corrupt contribution ledger (unexpected structure)")
-        if doc["version"] != self.VERSION:
-            raise ConfigurationError(f"{self.path}: unsupported contribution ledger version")
-        entries = doc["contributions"]
-        if not isinstance(entries, list):
-            raise ConfigurationError(f"{self.path}: corrupt contribution ledger (contributions is not a list)")
-        seen: set[tuple[str, int]] = set()
-        for i, e in enumerate(entries):
-            if not (
-                isinstance(e, dict)
-                and set(e) == {"run_id", "round"}
-                and isinstance(e["run_id"], str)
-                and isinstance(e["round"], int)
-                and not isinstance(e["round"], bool)
-                and e["round"] >= 0
-            ):
-                raise ConfigurationError(f"{self.path}: corrupt contribution ledger (entry {i})")
-            seen.add((e["run_id"], e["round"]))
-        return seen
-
-    def has_contributed(self, run_id: str, round_: int) -> bool:
-        """True if a masked input for (run_id, round_) already left this silo."""
-        with self._lock:
-            return (run_id, round_) in self._seen
-
-    def record(self, run_id: str, round_: int) -> None:
-        """Durably note that a masked input for (run_id, round_) is leaving now (returns once on disk)."""
-        if not isinstance(run_id, str) or isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0:
-            raise ConfigurationError("ledger records a run id (str) and a round number (int >= 0)")
-        with self._lock:
-            if (run_id, round_) in self._seen:
-                return
-            updated = self._seen | {(run_id, round_)}
-            doc = {
-                "version": self.VERSION,
-                "contributions": [{"run_id": r, "round": n} for r, n in sorted(updated)],
-            }
-            _atomic_write(self.path, json.dumps(doc, indent=1).encode() + b"\n", mode=0o600)
-            self._seen = updated
-
-    def contributions(self) -> list[tuple[str, int]]:
-        """Every recorded (run_id, round), sorted."""
-        with self._lock:
-            return sorted(self._seen)
-
-    def __repr__(self) -> str:
-        return f"FileLedger({str(self.path)!r}, {len(self._seen)} records)"
+    atomic_write(path, text.encode(), mode=0o644)

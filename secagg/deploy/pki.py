@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from secagg.crypto.keys import IdentityKey
 from secagg.crypto.rng import RandomSource, SystemRandom
+from secagg.deploy._files import atomic_write
 from secagg.deploy.config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Deadlines,
@@ -40,7 +41,6 @@ from secagg.deploy.config import (
     SiloData,
     SiloPolicy,
     SiloTls,
-    _atomic_write,
     load_server_config,
     load_silo_config,
     write_roster,
@@ -148,11 +148,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    _atomic_write(path, data, mode=0o600)
+    atomic_write(path, data, mode=0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    _atomic_write(path, data, mode=0o644)
+    atomic_write(path, data, mode=0o644)
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:

@@ -18,8 +18,9 @@ from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.errors import ConfigurationError, RoundAborted
 from secagg.fl.strategy import Strategy, Update
 from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, ddp_instructions, task_inputs
-from secagg.protocol.client import ClientSession, MemoryLedger
+from secagg.protocol.client import ClientSession
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, propose_round
+from secagg.protocol.ledger import MemoryLedger
 from secagg.protocol.recipes import task_digest
 from secagg.protocol.server import AggregateResult, ServerSession
 from secagg.transport.inprocess import InProcessNetwork

@@ -79,10 +79,14 @@ class _ContextLedger:
         """See ContributionLedger."""
         return f"{run_id}#{round_}" in self._done()
 
-    def record(self, run_id: str, round_: int) -> None:
-        """See ContributionLedger."""
-        done = [*self._done(), f"{run_id}#{round_}"]
-        self._state[STATE_LEDGER] = ConfigRecord({"done": json.dumps(done)})
+    def reserve(self, run_id: str, round_: int) -> bool:
+        """See ContributionLedger. Atomic because a node handles its messages one at a time, each with the
+        Context the previous one left (Flower's SuperNode and simulation engine both do)."""
+        done = self._done()
+        if f"{run_id}#{round_}" in done:
+            return False
+        self._state[STATE_LEDGER] = ConfigRecord({"done": json.dumps([*done, f"{run_id}#{round_}"])})
+        return True
 
 
 def secagg_mod(

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -41,6 +41,7 @@ from secagg.native.quantise import quantise, quantise_kernel  # type: ignore[imp
 from secagg.protocol import params as _params
 from secagg.protocol import recipes
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
+from secagg.protocol.ledger import ContributionLedger, MemoryLedger
 from secagg.protocol.messages import (
     MAX_BLOB,
     MAX_ITEMS,
@@ -62,6 +63,8 @@ from secagg.protocol.messages import (
     UnmaskResponse,
     _pairs_r,
     _pairs_w,
+    decode_message,
+    encode_message,
 )
 from secagg.protocol.rules import ClientState, client_next
 from secagg.ring import Ring
@@ -70,36 +73,9 @@ log = logging.getLogger("secagg.client")
 
 _QUANTISE_BLOCK = 1 << 20
 """Rounding words drawn per block (the stream of rounding words is the same as in one pass)."""
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: the advertised set U1 and the answered unmask request are kept
 _ROUNDING_LABEL = b"secagg/v1/client/stochastic-rounding"
 _LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-class ContributionLedger(Protocol):
-    """Remembers which (run, round) this silo already contributed to (scenario A10)."""
-
-    def has_contributed(self, run_id: str, round_: int) -> bool:
-        """True if a masked input for (run_id, round_) already left this silo."""
-        ...
-
-    def record(self, run_id: str, round_: int) -> None:
-        """Note that a masked input for (run_id, round_) is leaving now."""
-        ...
-
-
-class MemoryLedger:
-    """An in-memory ContributionLedger (simulation, tests). Deployments use a persistent one."""
-
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, int]] = set()
-
-    def has_contributed(self, run_id: str, round_: int) -> bool:
-        """See ContributionLedger."""
-        return (run_id, round_) in self._seen
-
-    def record(self, run_id: str, round_: int) -> None:
-        """See ContributionLedger."""
-        self._seen.add((run_id, round_))
 
 
 @dataclass(frozen=True, eq=False)
@@ -341,6 +317,7 @@ class ClientSession(NoPickle):
         self._secrets: _RoundSecrets | None = None
         self._peers: dict[int, KeyAdvertisement] = {}
         self._peer_mask_keys: dict[int, X25519PublicKey] = {}
+        self._advertised: tuple[int, ...] = ()  # U1: the ids of the keys broadcast (bound by the session id)
         self._neighbours: frozenset[int] = frozenset()
         self._live_neighbours: frozenset[int] = frozenset()  # neighbours in U2 (their shares reached us)
         self._survivors: tuple[int, ...] | None = None
@@ -381,6 +358,12 @@ class ClientSession(NoPickle):
             return self._abort(exc)
         except (AuthenticationError, InvalidPeerKeyError, EncodingError, ShamirError) as exc:
             return self._abort(RoundAborted(exc.code, str(exc)))
+        except Exception:
+            # A message object a host built with fields of the wrong type (the wire decoders never make one)
+            # gets the typed abort every other malformed input gets; a well-formed one that fails is a bug.
+            if _well_formed(message):
+                raise
+            return self._abort(RoundAborted("BAD_ENCODING", f"malformed {type(message).__name__} object"))
         if self.state not in (ClientState.DONE, ClientState.ABORTED):
             self.state = nxt
         if isinstance(out, MaskedChunks) and not lazy:
@@ -533,6 +516,7 @@ class ClientSession(NoPickle):
         if len(present) + 1 < cfg.t:
             raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(present)} neighbours advertised keys, t={cfg.t}")
         self.session_id = sid
+        self._advertised = tuple(ids)
         self._peers = {p: peers[p] for p in present}
         self._peer_mask_keys = mask_keys
         self._neighbours = present
@@ -578,9 +562,13 @@ class ClientSession(NoPickle):
             raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(live)} neighbours shared keys, t={cfg.t}")
         self._live_neighbours = live
         job = self._masking_job(cfg, secrets, sid, live)
+        # P5 / A10: the (run, round) is claimed atomically before any chunk exists, so of two sessions of one
+        # (run, round), however interleaved and whatever host drives them, at most one masks its input.
+        if not self._ledger.reserve(cfg.run_id, cfg.round):
+            raise PolicyRefusal(
+                "ALREADY_CONTRIBUTED", f"another session already contributed to run {cfg.run_id!r} round {cfg.round}"
+            )
         secrets.masking = job
-        # A10: the contribution is recorded before its first chunk leaves, so a replayed setup is refused.
-        self._ledger.record(cfg.run_id, cfg.round)
         return MaskedChunks(self, job.token, job.count)
 
     def _masking_job(self, cfg: RoundConfig, secrets: _RoundSecrets, sid: bytes, live: frozenset[int]) -> _MaskingJob:
@@ -667,6 +655,11 @@ class ClientSession(NoPickle):
         if msg.session_id != sid:
             raise RoundAborted("SESSION_ID_MISMATCH", "consistency check for another session")
         survivors = self._check_survivors(cfg, msg.survivors)
+        quorum = self._quorum(cfg)
+        if len(survivors) < quorum:  # members sign: a smaller set can never be released, so sign nothing
+            raise RoundAborted(
+                "TOO_FEW_SURVIVORS", f"{len(survivors)} survivors, below the consistency quorum of {quorum}"
+            )
         self._survivors = survivors
         assert self._identity is not None
         sig = self._identity.sign(recipes.consistency_payload(sid, survivors), context=recipes.SIG_CONSISTENCY)
@@ -680,6 +673,10 @@ class ClientSession(NoPickle):
         invited = set(cfg.participants)
         if any(s not in invited for s in survivors):
             raise RoundAborted("UNKNOWN_IDENTITY", "survivor list names clients outside the round")
+        advertised = set(self._advertised)
+        absent = [s for s in survivors if s not in advertised]
+        if absent:
+            raise RoundAborted("BAD_SURVIVORS", f"survivors {absent[:5]} never advertised keys in this session")
         hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(self.client_id)
         ghosts = [s for s in survivors if s in hood and s not in self._live_neighbours]
         if ghosts:
@@ -687,6 +684,12 @@ class ClientSession(NoPickle):
         if len(survivors) < max(cfg.min_aggregate, self.policy.min_aggregate):
             raise RoundAborted("MIN_AGGREGATE", f"{len(survivors)} survivors, below the minimum aggregate size")
         return survivors
+
+    def _quorum(self, cfg: RoundConfig) -> int:
+        """Hardened mode: the consistency signatures this client needs, max(t, Q) with Q the quorum over the
+        advertised set and the corrupt clients this silo's policy assumes (SPEC §10.5; one set per session)."""
+        corrupt = _params.max_corrupt(cfg.n, self.policy.corrupt_fraction)
+        return max(cfg.t, _params.consistency_quorum(len(self._advertised), corrupt))
 
     def _on_unmask(self, msg: UnmaskRequest) -> list[ClientMessage]:
         cfg, secrets, sid = self._cfg(), self._round_secrets(), self._sid()
@@ -742,20 +745,32 @@ class ClientSession(NoPickle):
         signers = [s for s, _ in msg.signatures]
         if signers != sorted(set(signers)):
             raise RoundAborted("BAD_SIGNATURES", "signers not sorted and distinct")
+        outsiders = [s for s in signers if s not in survivors]
+        if outsiders:
+            raise RoundAborted("BAD_SIGNATURES", f"signatures from {outsiders[:5]}, not survivors")
+        quorum = self._quorum(cfg)
+        if len(signers) < quorum:
+            raise RoundAborted("TOO_FEW_SIGNATURES", f"{len(signers)} consistency signatures, quorum {quorum}")
+        # The quorum makes the survivor set unique in the session: two sets with `quorum` signatures each
+        # would need an honest client to have signed both (SPEC §10.5, threat_model.md P2). Signatures past
+        # the quorum are not relied on, so they are not verified.
         payload = recipes.consistency_payload(sid, self._survivors)
-        for signer, sig in msg.signatures:
-            if signer not in survivors:
-                raise RoundAborted("BAD_SIGNATURES", f"signature from {signer}, not a survivor")
+        for signer, sig in msg.signatures[:quorum]:
             try:
                 verify_signature(roster[signer], sig, payload, context=recipes.SIG_CONSISTENCY)
             except AuthenticationError:
                 raise RoundAborted("BAD_SIGNATURES", f"consistency signature of {signer} does not verify") from None
-        if len(signers) < cfg.t:
-            raise RoundAborted("TOO_FEW_SIGNATURES", f"{len(signers)} consistency signatures, t={cfg.t}")
 
     def _on_complete(self, msg: RoundComplete) -> list[ClientMessage]:
+        """SPEC §10.6: the server's claimed survivor set must be possible for this client (it is one of them,
+        every one advertised keys, every neighbour among them shared keys with it) and, once it signed, be the
+        set it signed; otherwise it ends ABORTED, which its host reports (its secrets go either way)."""
+        cfg = self._cfg()
         if msg.session_id != self._sid():
             raise RoundAborted("SESSION_ID_MISMATCH", "completion for another session")
+        survivors = self._check_survivors(cfg, tuple(msg.survivors))
+        if self._survivors is not None and survivors != self._survivors:
+            raise RoundAborted("INCONSISTENT_SURVIVORS", "completion names another survivor set than the one signed")
         self._finish(ClientState.DONE)
         return []
 
@@ -786,8 +801,8 @@ class ClientSession(NoPickle):
     def export_state(self) -> SecretBytes:
         """The round state as canonical bytes, for hosts that handle each message in a fresh process (Flower's
         ClientApp). Secret: it holds the round's private keys, seed and shares, so seal it before storing
-        (secagg.flower does, with AES-GCM under a node-local key). The input and any pending retry answer are
-        not kept: export between stages, after the masked input left."""
+        (secagg.flower does, with AES-GCM under a node-local key). The input and the masking job are not kept:
+        export between stages, after the masked input left. The answered unmask request is kept (SPEC §10.5)."""
         w = Writer().u16(_STATE_VERSION).u32(self.client_id).text(self.state.value)
         w.bytes_(self.config.encode() if self.config is not None else b"")
         w.bytes_(self.session_id or b"")
@@ -803,9 +818,16 @@ class ClientSession(NoPickle):
         w.u32(len(self._peers))
         for _, adv in sorted(self._peers.items()):
             adv._body(w)
+        w.u32_list(self._advertised)
         w.u32_list(sorted(self._neighbours)).u32_list(sorted(self._live_neighbours))
         w.boolean(self._survivors is not None).u32_list(self._survivors or ())
         w.u32_list(sorted(self.revealed_seed_owners)).u32_list(sorted(self.revealed_key_owners))
+        # the answered unmask request and its answer: a restored session repeats an identical retry and refuses
+        # any other request with SECOND_UNMASK, as the live one does (SPEC §10.5)
+        answered = self._unmask_answer
+        w.boolean(answered is not None)
+        if answered is not None:
+            w.bytes_(encode_message(answered[0])).bytes_(encode_message(answered[1]))
         return SecretBytes(w.getvalue(), label="client-session-state")
 
     @classmethod
@@ -864,11 +886,25 @@ class ClientSession(NoPickle):
         ads = [KeyAdvertisement._read(r) for _ in range(count)]
         session._peers = {a.client_id: a for a in ads}
         session._peer_mask_keys = {a.client_id: load_peer_public(a.mask_public) for a in ads}
+        session._advertised = tuple(r.u32_list())
         session._neighbours = frozenset(r.u32_list())
         session._live_neighbours = frozenset(r.u32_list())
         has_survivors, survivors = r.boolean(), tuple(r.u32_list())
         session._survivors = survivors if has_survivors else None
         session.revealed_seed_owners = set(r.u32_list())
         session.revealed_key_owners = set(r.u32_list())
+        if r.boolean():
+            request, answer = decode_message(r.bytes_()), decode_message(r.bytes_())
+            if not isinstance(request, UnmaskRequest) or not isinstance(answer, UnmaskResponse):
+                raise EncodingError("the answered unmask request is not an unmask exchange")
+            session._unmask_answer = (request, answer)
         r.finish()
         return session
+
+
+def _well_formed(message: object) -> bool:
+    """Whether message is what the canonical decoder would make of its own encoding (fields of the right types)."""
+    try:
+        return decode_message(encode_message(message)) == message  # type: ignore[arg-type]
+    except Exception:
+        return False

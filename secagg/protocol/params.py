@@ -53,6 +53,7 @@ __all__ = [
     "Mode",
     "SecAggParams",
     "check_params",
+    "consistency_quorum",
     "corrupt_neighbour_bound",
     "derive_params",
     "log_prob_disconnected",
@@ -224,6 +225,16 @@ def survivor_threshold_bound(n: int, k: int, dropout_fraction: float, correctnes
     return t2
 
 
+def consistency_quorum(advertised: int, corrupt: int) -> int:
+    """Signatures a hardened client needs over the survivor set before it reveals anything (SPEC §10.5).
+
+    Q = floor((|U1| + c) / 2) + 1 with c = min(corrupt, |U1|): each honest client signs one set per session,
+    so two different sets with Q signatures each would need 2Q <= (|U1| - c) + 2c signers, which Q exceeds.
+    Hence at most one survivor set per session reaches the quorum (threat_model.md P2).
+    """
+    return (advertised + min(corrupt, advertised)) // 2 + 1
+
+
 def min_threshold(k: int, corrupt_neighbours: int, mode: Mode) -> int:
     """Smallest secure t: t > c (semi-honest) or 2t > k + 1 + c (hardened); at least 2 when k >= 2."""
     t = corrupt_neighbours + 1 if mode == SEMI_HONEST else (k + 1 + corrupt_neighbours) // 2 + 1
@@ -307,6 +318,15 @@ def check_params(
         )
     if t > k:
         raise ConfigurationError(f"t={t} exceeds the {k} shares a client hands out (t must be in 1..k)")
+    if mode == HARDENED:
+        corrupt, dropped = max_corrupt(n, corrupt_fraction), max_dropouts(n, dropout_fraction)
+        quorum = consistency_quorum(n, corrupt)
+        if n - dropped < quorum:
+            raise ConfigurationError(
+                f"hardened mode needs a signature quorum of {quorum} of {n} clients (floor((n + {corrupt} "
+                f"corrupt) / 2) + 1) but only {n - dropped} may be left after {dropped} dropouts; "
+                f"lower corrupt_fraction or dropout_fraction"
+            )
     t_max = survivor_threshold_bound(n, k, dropout_fraction, correctness_bits)
     if t > t_max:
         if complete:

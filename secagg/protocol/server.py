@@ -38,6 +38,7 @@ from secagg.errors import (
     ShamirError,
 )
 from secagg.native.quantise import dequantise  # type: ignore[import-not-found, unused-ignore]
+from secagg.protocol import params as _params
 from secagg.protocol import recipes
 from secagg.protocol.config import Mode, RoundConfig, StageTimeouts
 from secagg.protocol.messages import (
@@ -479,6 +480,11 @@ class ServerSession:
     def _after_signatures(self, now: float, stage: str) -> list[ServerEvent]:
         u4 = tuple(sorted(self._signatures))
         self._require(len(u4), "consistency signatures")
+        # Clients reveal only against a quorum over U1 (SPEC §10.5); each counts the corrupt clients its own policy
+        # assumes, which the server does not know, so it checks the least any client accepts (no corrupt client).
+        quorum = _params.consistency_quorum(len(self._u1), 0)
+        if len(u4) < quorum:
+            raise RoundAborted("TOO_FEW_CLIENTS", f"{len(u4)} consistency signatures, below the quorum {quorum}")
         out: list[ServerEvent] = [self._stage_audit(stage, u4)]
         self._enter(SERVER_NEXT[self.config.mode][self.state], now, set(u4))
         sigs = tuple((c, self._signatures[c]) for c in u4)

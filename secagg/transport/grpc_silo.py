@@ -24,8 +24,9 @@ from secagg.crypto.keys import IdentityKey
 from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.deploy.config import DEFAULT_CHUNK_ELEMS, MESSAGE_OVERHEAD_BYTES, SiloConfig
 from secagg.errors import ConfigurationError, EncodingError
-from secagg.protocol.client import ClientInput, ClientSession, ContributionLedger, MaskedChunks
+from secagg.protocol.client import ClientInput, ClientSession, MaskedChunks
 from secagg.protocol.config import RoundConfig
+from secagg.protocol.ledger import ContributionLedger
 from secagg.protocol.messages import ClientMessage, RoundComplete, ServerAbort, SetupRequest
 from secagg.protocol.rules import ClientState, Stage
 from secagg.transport import wire
