@@ -7,6 +7,9 @@ Run: `python bench/shamir.py [--repeat N]`. Prints a table and writes bench/resu
   Measured with the Lagrange cache warm (same responders as last time) and cold (new responder set).
 - reconstruct_many: 200 secrets, t = 51, one x set (the server's batch path).
 - kernels vs NumPy twins at those sizes.
+- decode: error-correcting reconstruction (the server's fallback when a secret fails its check) of one
+  secret from m shares at threshold t with `errors` corrupted shares (random y values), for (m, t, errors) =
+  (100, 51, 20) and (1000, 501, 100); cold = Lagrange cache cleared before each call (a new good x-set).
 - compile: a fresh interpreter importing the kernels and running one split + reconstruct, with an empty
   NUMBA_CACHE_DIR (compiles) and again with that cache filled (loads from disk).
 """
@@ -35,6 +38,7 @@ from secagg.crypto.rng import SystemRandom
 from secagg.crypto.secret import SecretBytes
 
 N, T, S_CLIENT, S_BATCH = 100, 51, 2, 200
+DECODE_CASES = ((100, 51, 20), (1000, 501, 100))
 TARGET_MS = 5.0
 
 
@@ -145,7 +149,23 @@ def main() -> None:
     results["kernel_combine_200x51x16"] = timeit_ms(lambda: field.lagrange_combine(lam, ys), args.repeat)
     results["twin_combine_200x51x16"] = timeit_ms(lambda: field.lagrange_combine_reference(lam, ys), args.repeat)
 
-    print(f"Shamir GF(2^31-1), n={N}, t={T}; {args.repeat} timed calls each; per call, milliseconds")
+    for m, t, errors in DECODE_CASES:
+        dec_secret = SecretBytes(os.urandom(32))
+        dec_shares = shamir.split(dec_secret, list(range(1, m + 1)), t, rng)
+        for i in gen.choice(m, errors, replace=False).tolist():
+            dec_shares[i] = shamir.Share(dec_shares[i].x, tuple(gen.integers(0, field.P, 16).tolist()))
+
+        def run_decode(shares: list[shamir.Share] = dec_shares, t: int = t, want: int = errors) -> None:
+            assert len(shamir.decode(shares, t)[1]) == want
+
+        assert shamir.decode(dec_shares, t)[0] == dec_secret
+        reps = max(5, args.repeat * 50 // m)
+        results[f"decode_m{m}_t{t}_errors{errors}_warm"] = timeit_ms(run_decode, reps)
+        results[f"decode_m{m}_t{t}_errors{errors}_cold"] = timeit_ms(
+            run_decode, reps, setup=shamir._lagrange_sorted.cache_clear
+        )
+
+    print(f"Shamir GF(2^31-1), n={N}, t={T}; {args.repeat} timed calls each (decode: fewer); per call, ms")
     print(f"{'measurement':<36}{'median':>10}{'min':>10}{'p90':>10}")
     for name, r in results.items():
         print(f"{name:<36}{r['median_ms']:>10.3f}{r['min_ms']:>10.3f}{r['p90_ms']:>10.3f}")
@@ -169,6 +189,7 @@ def main() -> None:
             "t": T,
             "client_secrets": S_CLIENT,
             "batch_secrets": S_BATCH,
+            "decode_cases": [list(c) for c in DECODE_CASES],
             "repeat": args.repeat,
         },
         "target_ms": TARGET_MS,

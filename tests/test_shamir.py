@@ -584,3 +584,387 @@ def test_vectors_replay_and_reconstruct() -> None:
             assert shamir.reconstruct(shares[::-1], t) == secrets[s]
         assert shamir.lagrange_coefficients(xs[:t]).tolist() == case["lagrange_at_zero"]
     assert "rejection-sampling" in names
+
+
+# --- decoding: Reed-Solomon error correction (decode, and reconstruct_verified through it) ---------------
+
+
+def sharing(secret: bytes, xs: Sequence[int], t: int, seed: int) -> list[shamir.Share]:
+    """shamir.split through the NumPy twin of the Horner kernel (fast at n = 1000 also without the JIT)."""
+    coeffs = np.empty((1, 16, t), dtype=np.uint32)
+    coeffs[0, :, 0] = limbs_of(secret)
+    coeffs[0, :, 1:] = shamir.random_field_elements(DeterministicRandom(seed), 16 * (t - 1)).reshape(16, t - 1)
+    ys = field.horner_eval_reference(coeffs, np.array(xs, dtype=np.uint32))[0]
+    return [shamir.Share(x, tuple(row)) for x, row in zip(xs, ys.tolist(), strict=True)]
+
+
+def shift_limbs(share: shamir.Share, limbs: Sequence[int], rng: np.random.Generator) -> shamir.Share:
+    """The share with each of the given limbs moved by a random nonzero field element."""
+    y = list(share.y)
+    for j in limbs:
+        y[j] = (y[j] + int(rng.integers(1, P))) % P
+    return shamir.Share(share.x, tuple(y))
+
+
+PATTERNS = ("whole", "one-limb", "some-limbs", "in-range")
+
+
+def apply_pattern(shares: list[shamir.Share], i: int, pattern: str, t: int, rng: np.random.Generator) -> shamir.Share:
+    """Corrupt share i: all 16 values random, one limb, a random subset of limbs, or a crafted in-range shift."""
+    s = shares[i]
+    if pattern == "whole":
+        while True:  # a fresh random share equal to the honest one would not be a corruption
+            out = corrupt(s, rng)
+            if out.y != s.y:
+                return out
+    if pattern == "one-limb":
+        return shift_limbs(s, [int(rng.integers(0, 16))], rng)
+    if pattern == "some-limbs":
+        return shift_limbs(s, rng.choice(16, int(rng.integers(1, 17)), replace=False).tolist(), rng)
+    # in-range: the limb reconstructed from the first t x's moves by exactly +1 (if i is among them), so the
+    # limb check cannot see it; decoding does not rely on the limb check.
+    xs = [sh.x for sh in shares[:t]] if i < t else [sh.x for sh in shares[: t - 1]] + [s.x]
+    lam = int(shamir.lagrange_coefficients(xs)[-1 if i >= t else i])
+    return nudge(s, lam, int(rng.integers(0, 16)))
+
+
+def corrupt_some(
+    shares: list[shamir.Share], bad: Sequence[int], t: int, rng: np.random.Generator, patterns: Sequence[str] = PATTERNS
+) -> tuple[list[shamir.Share], tuple[int, ...]]:
+    """Corrupt the shares at the indices `bad`, each with a random pattern; returns them and the bad x's."""
+    out = list(shares)
+    for i in bad:
+        out[i] = apply_pattern(shares, i, patterns[int(rng.integers(0, len(patterns)))], t, rng)
+    return out, tuple(sorted(shares[i].x for i in bad))
+
+
+def test_decode_without_corruption_returns_an_empty_bad_set() -> None:
+    for m, t in [(1, 1), (5, 1), (5, 5), (6, 3), (7, 3), (40, 13)]:
+        secret = bytes(range(m, m + 32))
+        shares = sharing(secret, list(range(3, 3 + 7 * m, 7)), t, m)
+        got, bad = shamir.decode(shares, t)
+        assert got.expose_secret() == secret and bad == ()
+        assert isinstance(got, SecretBytes)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), secret=SECRET, seed=st.integers(0, 2**32))
+def test_decode_corrects_up_to_e_corrupted_shares(data: st.DataObject, secret: bytes, seed: int) -> None:
+    t = data.draw(st.integers(1, 12), label="t")
+    m = data.draw(st.integers(t, t + 24), label="m")
+    e = (m - t) // 2
+    xs = data.draw(st.lists(FIELD_X, min_size=m, max_size=m, unique=True), label="xs")
+    bad_idx = data.draw(st.lists(st.integers(0, m - 1), max_size=e, unique=True), label="bad")
+    rng = np.random.default_rng(seed)
+    shares, bad_xs = corrupt_some(sharing(secret, xs, t, seed), bad_idx, t, rng)
+    got, bad = shamir.decode(shares, t)
+    assert got.expose_secret() == secret
+    assert bad == bad_xs
+    # and reconstruct_verified, which the server calls, returns t of the good x's
+    got2, used = shamir.reconstruct_verified(shares, t, lambda s: s.expose_secret() == secret)
+    assert got2.expose_secret() == secret and len(used) == t and not set(used) & set(bad_xs)
+
+
+def test_decode_with_different_limbs_corrupted_in_different_shares() -> None:
+    # Each limb sees at most one or two errors, but the shares they are in differ: the error locator has to
+    # be the union over the limbs (16 bad shares among 40 at t = 8, e = 16).
+    t, m = 8, 40
+    secret = bytes(range(100, 132))
+    xs = list(range(1000, 1000 + 3 * m, 3))
+    rng = np.random.default_rng(20)
+    honest = sharing(secret, xs, t, 20)
+    shares = list(honest)
+    for k in range(16):
+        shares[2 * k + 1] = shift_limbs(honest[2 * k + 1], [k], rng)
+    got, bad = shamir.decode(shares, t)
+    assert got.expose_secret() == secret and bad == tuple(xs[2 * k + 1] for k in range(16))
+    # one share with every limb wrong, the others with one limb each, a few limbs with no error at all
+    shares = list(honest)
+    shares[0] = shift_limbs(honest[0], range(16), rng)
+    for k in range(1, 16):
+        shares[k] = shift_limbs(honest[k], [k % 5], rng)
+    got, bad = shamir.decode(shares, t)
+    assert got.expose_secret() == secret and bad == tuple(xs[:16])
+
+
+def test_decode_exactly_e_and_e_plus_one_corrupted_shares() -> None:
+    for m, t, seed in [(30, 10, 1), (31, 10, 2), (12, 2, 3), (100, 51, 4), (9, 1, 5), (60, 3, 6)]:
+        e = (m - t) // 2
+        secret = bytes(range(seed, seed + 32))
+        xs = [7 * i + 5 for i in range(m)]
+        honest = sharing(secret, xs, t, seed)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(m).tolist()
+        shares, bad_xs = corrupt_some(honest, order[:e], t, rng)
+        got, bad = shamir.decode(shares, t)
+        assert got.expose_secret() == secret and bad == bad_xs and len(bad) == e
+        # one more, random: beyond the unique-decoding radius, and not within e of any other sharing
+        shares, _ = corrupt_some(honest, order[: e + 1], t, rng, patterns=("whole", "some-limbs"))
+        with pytest.raises(ShamirError, match="uncorrectable"):
+            shamir.decode(shares, t)
+        with pytest.raises(ShamirError, match="uncorrectable"):
+            shamir.decode(shares, t, lambda s: True)
+        # the server's path: the right secret (the colex fallback may still find t good shares) or an error
+        try:
+            got, _ = shamir.reconstruct_verified(shares, t, lambda s, want=secret: s.expose_secret() == want)
+        except ShamirError:
+            pass
+        else:
+            assert got.expose_secret() == secret
+
+
+def crafted_other_sharing(
+    secret: bytes, xs: list[int], t: int, seed: int
+) -> tuple[list[shamir.Share], bytes, tuple[int, ...]]:
+    """e + 1 corrupted shares that put the word within e shares of a different valid sharing.
+
+    f + h, with h of degree t - 1 vanishing on the first t - 1 points and h(0) = 1 in limb 0: the two
+    sharings agree on those t - 1 points and differ on the other m - t + 1 = 2e + 1 (m - t even). The last
+    e + 1 shares are taken from f + h. Returns the shares, the other secret and the x's that differ from it.
+    """
+    m = len(xs)
+    e = (m - t) // 2
+
+    def h(x: int) -> int:  # prod_{z} (x - z) / prod_{z} (0 - z) over the first t - 1 points
+        num = den = 1
+        for z in xs[: t - 1]:
+            num, den = num * (x - z) % P, den * -z % P
+        return num * pow(den, P - 2, P) % P
+
+    honest = sharing(secret, xs, t, seed)
+    shift = [h(x) for x in xs]
+    shares = list(honest)
+    for i in range(m - e - 1, m):
+        y = list(honest[i].y)
+        y[0] = (y[0] + shift[i]) % P
+        shares[i] = shamir.Share(xs[i], tuple(y))
+    other = bytearray(secret)
+    other[0:2] = (limbs_of(secret)[0] + 1).to_bytes(2, "big")
+    return shares, bytes(other), tuple(xs[t - 1 : m - e - 1])
+
+
+def test_beyond_the_radius_only_verify_stops_a_crafted_wrong_secret() -> None:
+    t, m = 5, 13  # e = 4; 5 crafted corruptions
+    secret = bytes(range(1, 33))
+    xs = list(range(1, m + 1))
+    shares, other, other_bad = crafted_other_sharing(secret, xs, t, 30)
+    # Without verify() decoding returns the unique sharing within e shares, which is not the dealt one: this
+    # is the information-theoretic limit, and why the protocol always passes a commitment check.
+    got, bad = shamir.decode(shares, t)
+    assert got.expose_secret() == other and bad == other_bad and len(bad) == (m - t) // 2
+    with pytest.raises(ShamirError, match="verification"):
+        shamir.decode(shares, t, lambda s: s.expose_secret() == secret)
+    # reconstruct_verified never returns the wrong one: here the first t shares are honest, so the fast path
+    got, used = shamir.reconstruct_verified(shares, t, lambda s: s.expose_secret() == secret)
+    assert got.expose_secret() == secret and used == tuple(xs[:t])
+    # and with the honest shares last, nothing verifies within the subset budget: an error, not `other`
+    seen: list[bytes] = []
+
+    def verify(s: SecretBytes) -> bool:
+        seen.append(s.expose_secret())
+        return s.expose_secret() == secret
+
+    with pytest.raises(ShamirError, match="no consistent subset"):
+        shamir.reconstruct_verified(shares[::-1], t, verify, max_attempts=8)
+    assert other in seen and secret not in seen
+
+
+def test_decode_refuses_a_sharing_of_out_of_range_limbs() -> None:
+    t, xs = 4, list(range(1, 15))
+    coeffs = np.array(shamir.random_field_elements(DeterministicRandom(40), 16 * t)).reshape(1, 16, t)
+    coeffs[0, :, 0] = np.arange(16, dtype=np.uint32) * 1000
+    coeffs[0, 7, 0] = 1 << 16  # one limb at exactly the bound
+    ys = field.horner_eval_reference(coeffs, np.array(xs, dtype=np.uint32))[0]
+    shares = [shamir.Share(x, tuple(row)) for x, row in zip(xs, ys.tolist(), strict=True)]
+    with pytest.raises(ShamirError, match="out of range"):
+        shamir.decode(shares, t)
+    shares[3] = corrupt(shares[3], np.random.default_rng(40))  # also after correcting an error
+    with pytest.raises(ShamirError, match="out of range"):
+        shamir.decode(shares, t)
+    coeffs[0, 7, 0] = (1 << 16) - 1  # the largest valid limb decodes
+    ys = field.horner_eval_reference(coeffs, np.array(xs, dtype=np.uint32))[0]
+    shares = [shamir.Share(x, tuple(row)) for x, row in zip(xs, ys.tolist(), strict=True)]
+    got, bad = shamir.decode(shares, t)
+    assert limbs_of(got.expose_secret())[7] == 0xFFFF and bad == ()
+
+
+def test_decode_verify_and_errors() -> None:
+    secret = bytes(range(50, 82))
+    shares = shamir.split(SecretBytes(secret), list(range(1, 9)), 3, DeterministicRandom(50))
+    shares[6] = corrupt(shares[6], np.random.default_rng(50))
+    calls: list[bytes] = []
+
+    def verify(s: SecretBytes) -> bool:
+        calls.append(s.expose_secret())
+        return s.expose_secret() == secret
+
+    got, bad = shamir.decode(shares, 3, verify)
+    assert got.expose_secret() == secret and bad == (7,) and calls == [secret]
+    with pytest.raises(ShamirError, match="failed verification") as info:
+        shamir.decode(shares, 3, lambda s: False)
+    assert secret.hex() not in str(info.value)
+    with pytest.raises(ShamirError, match="need 3 shares"):
+        shamir.decode(shares[:2], 3)
+    with pytest.raises(ShamirError, match="duplicate"):
+        shamir.decode([shares[0], shares[1], shares[0]], 2)
+    with pytest.raises(ShamirError, match="threshold"):
+        shamir.decode(shares, 0)
+    with pytest.raises(ShamirError, match="Share objects"):
+        shamir.decode([*shares[:3], b"x" * 68], 3)  # type: ignore[list-item]
+    with pytest.raises(ShamirError, match=r"more than 2 of 8 corrupted \(t=3\)") as info:
+        shamir.decode([corrupt(s, np.random.default_rng(i)) for i, s in enumerate(shares)], 3)
+    assert "redacted" not in str(info.value) and secret.hex() not in str(info.value)
+
+
+def test_decode_handles_what_the_64_subset_search_could_not() -> None:
+    # n = 100 holders, t = 51, 20 corrupted (e = 24): the first 64 colex subsets all lie in the first 53
+    # shares and each leaves out at most 2 of them, so 3 corrupted shares among those defeat the old search.
+    t, m = 51, 100
+    secret = bytes(range(60, 92))
+    xs = list(range(1, m + 1))
+    rng = np.random.default_rng(60)
+    bad_idx = sorted([0, 17, 40, *rng.choice(np.arange(53, m), 17, replace=False).tolist()])
+    shares, bad_xs = corrupt_some(sharing(secret, xs, t, 60), bad_idx, t, rng)
+    assert all(set(idx) & set(bad_idx) for idx in itertools.islice(shamir._colex_subsets(m, t), 64))
+
+    def verify(s: SecretBytes) -> bool:
+        return s.expose_secret() == secret
+
+    got, bad = shamir.decode(shares, t, verify)
+    assert got.expose_secret() == secret and bad == bad_xs
+    got, used = shamir.reconstruct_verified(shares, t, verify)
+    assert got.expose_secret() == secret
+    assert used == tuple(x for x in xs if x not in bad_xs)[:t]
+
+
+def test_reconstruct_verified_without_decode_is_the_old_subset_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    t, m = 51, 100
+    secret = bytes(range(60, 92))
+    rng = np.random.default_rng(61)
+    shares, _ = corrupt_some(sharing(secret, list(range(1, m + 1)), t, 61), [1, 2, 3, 70, 80], t, rng)
+
+    def no_decode(*args: Any, **kwargs: Any) -> Any:
+        raise ShamirError("decoding disabled")
+
+    monkeypatch.setattr(shamir, "decode", no_decode)
+    with pytest.raises(ShamirError, match="no consistent subset"):
+        shamir.reconstruct_verified(shares, t, lambda s: s.expose_secret() == secret)
+    monkeypatch.undo()
+    assert shamir.reconstruct_verified(shares, t, lambda s: s.expose_secret() == secret)[0].expose_secret() == secret
+
+
+def test_reconstruct_verified_fast_path_does_not_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = bytes(range(70, 102))
+    shares = shamir.split(SecretBytes(secret), list(range(1, 11)), 4, DeterministicRandom(70))
+    shares[7] = corrupt(shares[7], np.random.default_rng(70))  # outside the first t: not looked at
+
+    def no_decode(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("decode called on the fast path")
+
+    monkeypatch.setattr(shamir, "decode", no_decode)
+    got, used = shamir.reconstruct_verified(shares, 4, lambda s: s.expose_secret() == secret)
+    assert got.expose_secret() == secret and used == (1, 2, 3, 4)
+
+
+def test_decode_1000_shares_100_corrupted() -> None:
+    t, m = 501, 1000
+    secret = bytes(range(80, 112))
+    xs = [int(x) for x in np.random.default_rng(80).choice(np.arange(1, 1 << 24), m, replace=False)]
+    rng = np.random.default_rng(81)
+    bad_idx = rng.choice(m, 100, replace=False).tolist()
+    shares, bad_xs = corrupt_some(sharing(secret, xs, t, 80), bad_idx, t, rng)
+    got, bad = shamir.decode(shares, t)
+    assert got.expose_secret() == secret and bad == bad_xs
+    got, used = shamir.reconstruct_verified(shares, t, lambda s: s.expose_secret() == secret)
+    assert got.expose_secret() == secret and len(used) == t and not set(used) & set(bad_xs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), secret=SECRET, seed=st.integers(0, 2**32))
+def test_decode_never_returns_a_sharing_farther_than_e(data: st.DataObject, secret: bytes, seed: int) -> None:
+    # Any number of corrupted shares, any pattern: decode either raises or returns a secret whose sharing
+    # agrees with all shares outside the reported bad set (at most e of them); with verify(), only the
+    # dealt secret; reconstruct_verified likewise.
+    t = data.draw(st.integers(1, 8), label="t")
+    m = data.draw(st.integers(t, t + 14), label="m")
+    e = (m - t) // 2
+    xs = data.draw(st.lists(FIELD_X, min_size=m, max_size=m, unique=True), label="xs")
+    bad_idx = data.draw(st.lists(st.integers(0, m - 1), max_size=m, unique=True), label="bad")
+    rng = np.random.default_rng(seed)
+    shares, bad_xs = corrupt_some(sharing(secret, xs, t, seed), bad_idx, t, rng)
+    try:
+        got, bad = shamir.decode(shares, t)
+    except ShamirError:
+        assert len(bad_idx) > e
+    else:
+        assert len(bad) <= e
+        rest = [s for s in shares if s.x not in set(bad)]
+        for _ in range(3):
+            pick = [rest[int(i)] for i in rng.permutation(len(rest))[:t]]
+            assert shamir.reconstruct(pick, t) == got
+        if len(bad_idx) <= e:
+            assert got.expose_secret() == secret and bad == bad_xs
+
+    def verify(s: SecretBytes) -> bool:
+        return s.expose_secret() == secret
+
+    for call in (lambda: shamir.decode(shares, t, verify), lambda: shamir.reconstruct_verified(shares, t, verify)):
+        try:
+            assert call()[0].expose_secret() == secret
+        except ShamirError:
+            assert len(bad_idx) > e
+
+
+def test_decoding_arithmetic_agrees_with_galois(gf: Any) -> None:
+    gen = np.random.default_rng(90)
+    a = gen.integers(0, P, (5, 37), dtype=np.uint64)
+    b = gen.integers(0, P, (37, 9), dtype=np.uint64)
+    a[0], b[:, 0] = P - 1, P - 1  # extremes
+    assert (shamir._matmul_mod(a, b) == np.array(gf(a.tolist()) @ gf(b.tolist()), dtype=np.uint64)).all()
+    # more terms than one exact chunk (2^16): p - 1 everywhere, against Python integers
+    k = shamir._EXACT_TERMS + 5
+    big = shamir._matmul_mod(np.full((1, k), P - 1, dtype=np.uint64), np.full((k, 2), P - 1, dtype=np.uint64))
+    assert big.tolist() == [[k * (P - 1) ** 2 % P] * 2]
+    x = gen.choice(np.arange(1, P, 9973, dtype=np.uint64), 300, replace=False)
+    assert (shamir._inv(x) == np.array(np.reciprocal(gf(x.tolist())), dtype=np.uint64)).all()
+    z = gen.choice(np.arange(1, P, 7919, dtype=np.uint64), 40, replace=False)
+    expected = [int(np.prod(gf([(int(xi) - int(zl)) % P for zl in z]))) for xi in x[:20]]
+    assert shamir._products_of_differences(x[:20], z).tolist() == expected
+    # power sums and polynomial evaluation, across more than one block of columns / coefficients
+    pts = x[:25]
+    w = gen.integers(0, P, (25, 3), dtype=np.uint64)
+    count = shamir._DECODE_BLOCK + 44
+    sums = shamir._power_sums(w, pts, count)
+    powers = gf(pts.tolist())[:, None] ** np.arange(count)[None, :]
+    assert (sums == np.array(gf(w.T.tolist()) @ powers, dtype=np.uint64)).all()
+    coeffs = gen.integers(0, P, (3, count), dtype=np.uint64)
+    vals = shamir._poly_eval(coeffs, pts)
+    for j in range(3):
+        poly = galois.Poly(gf(coeffs[j].tolist())[::-1])
+        assert (vals[:, j] == np.array(poly(gf(pts.tolist())), dtype=np.uint64)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), lengths=st.lists(st.integers(0, 12), min_size=1, max_size=5))
+def test_berlekamp_massey_agrees_with_galois(gf: Any, seed: int, lengths: list[int]) -> None:
+    # Rows generated by random recurrences of the given lengths, 2L + extra terms (the minimal recurrence
+    # is then unique); ours is scaled by a nonzero constant, galois's has constant term 1.
+    gen = np.random.default_rng(seed)
+    n_terms = 2 * max(lengths) + int(gen.integers(0, 4))
+    rows = []
+    for length in lengths:
+        roots = gen.integers(1, P, length).tolist()
+        amps = gen.integers(1, P, length).tolist()
+        rows.append([sum(a * pow(r, s, P) for a, r in zip(amps, roots, strict=True)) % P for s in range(n_terms)])
+    syn = np.array(rows, dtype=np.uint64).reshape(len(lengths), n_terms)
+    conn, got_len = shamir._berlekamp_massey(syn, n_terms)
+    assert conn is not None
+    for j, row in enumerate(rows):
+        expected = galois.berlekamp_massey(gf(row), output="connection") if any(row) else galois.Poly.One(gf)
+        assert got_len[j] == expected.degree
+        mine = gf(conn[j].tolist()) / gf(int(conn[j, 0]))
+        assert galois.Poly(mine[::-1]) == expected
+    # the length cap: a row needing more than max_len is reported as None
+    if got_len.max() > 0:
+        capped, _ = shamir._berlekamp_massey(syn, int(got_len.max()) - 1)
+        assert capped is None
