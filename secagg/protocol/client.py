@@ -354,16 +354,8 @@ class ClientSession(NoPickle):
             return self._abort(RoundAborted("UNEXPECTED_MESSAGE", f"{type(message).__name__} in {self.state}"))
         try:
             out = self._dispatch(message)
-        except (PolicyRefusal, RoundAborted) as exc:
-            return self._abort(exc)
-        except (AuthenticationError, InvalidPeerKeyError, EncodingError, ShamirError) as exc:
-            return self._abort(RoundAborted(exc.code, str(exc)))
-        except Exception:
-            # A message object a host built with fields of the wrong type (the wire decoders never make one)
-            # gets the typed abort every other malformed input gets; a well-formed one that fails is a bug.
-            if _well_formed(message):
-                raise
-            return self._abort(RoundAborted("BAD_ENCODING", f"malformed {type(message).__name__} object"))
+        except Exception as exc:
+            return self._abort(_abort_reason(exc, message))
         if self.state not in (ClientState.DONE, ClientState.ABORTED):
             self.state = nxt
         if isinstance(out, MaskedChunks) and not lazy:
@@ -900,6 +892,19 @@ class ClientSession(NoPickle):
             session._unmask_answer = (request, answer)
         r.finish()
         return session
+
+
+def _abort_reason(exc: Exception, message: object) -> ProtocolError:
+    """The typed error a failed handler ends the round with. A message object a host built with fields of the
+    wrong type (the wire decoders never make one) is BAD_ENCODING, whatever check tripped on it first; a
+    well-formed message that raised anything but the protocol's typed errors is a bug, and is raised."""
+    if not _well_formed(message):
+        return RoundAborted("BAD_ENCODING", f"malformed {type(message).__name__} object")
+    if isinstance(exc, (PolicyRefusal, RoundAborted)):
+        return exc
+    if isinstance(exc, (AuthenticationError, InvalidPeerKeyError, EncodingError, ShamirError)):
+        return RoundAborted(exc.code, str(exc))
+    raise exc
 
 
 def _well_formed(message: object) -> bool:
