@@ -39,6 +39,7 @@ def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
 
 
+@pytest.mark.property("P14")
 def test_records_and_chain(tmp_path: Path) -> None:
     path = tmp_path / "out" / "audit.jsonl"
     with AuditLog(path, clock=lambda: 0.25) as log:
@@ -61,6 +62,7 @@ def test_records_and_chain(tmp_path: Path) -> None:
     assert [r.event for r in records] == ["round-started", "client-dropped"] and records[1].client == 2
 
 
+@pytest.mark.property("P14")
 def test_reopen_continues_the_chain(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     head = write_log(path, 3)
@@ -80,6 +82,7 @@ def test_empty_log(tmp_path: Path) -> None:
         verify_audit_log(tmp_path / "absent.jsonl")
 
 
+@pytest.mark.property("P11", "P14")
 @pytest.mark.parametrize(
     "detail",
     [
@@ -106,6 +109,7 @@ def test_refuses_non_scalar_values(tmp_path: Path, detail: dict[object, object])
     assert "kkkk" not in str(info.value) and "\\x01" not in str(info.value)
 
 
+@pytest.mark.property("P14")
 def test_long_detail_strings_are_cut(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path) as log:
@@ -132,6 +136,7 @@ def test_refuses_bad_fields(tmp_path: Path, kwargs: dict[str, object]) -> None:
         log.append(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.property("P14")
 def test_detects_edited_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 5)
@@ -145,6 +150,7 @@ def test_detects_edited_line(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+@pytest.mark.property("P14")
 def test_detects_non_canonical_edit(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 3)
@@ -155,6 +161,7 @@ def test_detects_non_canonical_edit(tmp_path: Path) -> None:
         verify_audit_log(path)
 
 
+@pytest.mark.property("P14")
 def test_detects_deleted_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 5)
@@ -165,6 +172,7 @@ def test_detects_deleted_line(tmp_path: Path) -> None:
         verify_audit_log(path)
 
 
+@pytest.mark.property("P14")
 def test_detects_deleted_first_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 3)
@@ -173,6 +181,7 @@ def test_detects_deleted_first_line(tmp_path: Path) -> None:
         verify_audit_log(path)
 
 
+@pytest.mark.property("P14")
 def test_detects_reordered_lines(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 5)
@@ -183,6 +192,7 @@ def test_detects_reordered_lines(tmp_path: Path) -> None:
         verify_audit_log(path)
 
 
+@pytest.mark.property("P14")
 def test_detects_renumbered_reorder(tmp_path: Path) -> None:
     """Swapping two lines and fixing their seq numbers still breaks the hash chain."""
     path = tmp_path / "audit.jsonl"
@@ -195,6 +205,7 @@ def test_detects_renumbered_reorder(tmp_path: Path) -> None:
         verify_audit_log(path)
 
 
+@pytest.mark.property("P14")
 def test_tail_changes_need_the_recorded_head(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     head = write_log(path, 4)
@@ -210,6 +221,7 @@ def test_tail_changes_need_the_recorded_head(tmp_path: Path) -> None:
         verify_audit_log(path, expected_head=head)
 
 
+@pytest.mark.property("P14")
 def test_torn_last_line_and_broken_log_refused_on_reopen(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 2)
@@ -224,6 +236,7 @@ def test_torn_last_line_and_broken_log_refused_on_reopen(tmp_path: Path) -> None
         AuditLog(path)
 
 
+@pytest.mark.property("P14")
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path) as log:
@@ -261,6 +274,7 @@ records = st.lists(
 )
 
 
+@pytest.mark.property("P14")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=records, where=st.floats(min_value=0, max_value=1, exclude_max=True), flip=st.integers(1, 255))
 def test_any_byte_change_is_detected(tmp_path: Path, items: list, where: float, flip: int) -> None:  # type: ignore[type-arg]

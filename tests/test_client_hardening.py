@@ -6,6 +6,7 @@ import dataclasses
 import struct
 
 import numpy as np
+import pytest
 
 from secagg.crypto import aead, shamir
 from secagg.crypto.rng import DeterministicRandom
@@ -23,6 +24,7 @@ def _exact(setup, survivors) -> None:  # type: ignore[no-untyped-def]
     assert np.array_equal(res.sum, want) and total == res.total_weight
 
 
+@pytest.mark.property("P8", "P11")
 def test_out_of_field_share_from_a_peer_is_refused_on_arrival() -> None:
     """Client 1 encrypts a share whose values are >= p to client 2. Client 2 refuses it when it arrives
     (typed abort before its masked input), instead of forwarding it at unmask and being rejected there."""
@@ -53,6 +55,7 @@ def test_out_of_field_share_from_a_peer_is_refused_on_arrival() -> None:
     _exact(setup, [1, 3, 4, 5])
 
 
+@pytest.mark.property("P8", "P11")
 def test_failing_input_provider_aborts_only_that_client() -> None:
     setup = build(make_config(5, 20), seed=5)
 
@@ -67,6 +70,7 @@ def test_failing_input_provider_aborts_only_that_client() -> None:
     _exact(setup, [1, 2, 4, 5])
 
 
+@pytest.mark.property("P8", "P11")
 def test_nan_input_aborts_only_that_client() -> None:
     setup = build(make_config(5, 20), seed=6)
     vec = np.zeros(20, dtype=np.float32)

@@ -46,6 +46,7 @@ class Reborn:
         return out
 
 
+@pytest.mark.property("P16")
 @pytest.mark.parametrize("mode", [Mode.SEMI_HONEST, Mode.HARDENED])
 @pytest.mark.parametrize("stage", [None, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK])
 def test_restored_sessions_aggregate_exactly(mode: Mode, stage: Stage | None) -> None:

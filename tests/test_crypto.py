@@ -40,12 +40,14 @@ LOW_ORDER = [
 ]
 
 
+@pytest.mark.property("P12")
 def test_vector_file_is_reproducible() -> None:
     from tests.vectors import VECTORS
 
     assert (VECTORS / "crypto.json").read_text() == regenerate("crypto")
 
 
+@pytest.mark.property("P12")
 def test_kdf_vectors() -> None:
     for v in load_vectors("crypto")["kdf"]:
         info = kdf.kdf_info(v["purpose"], bytes.fromhex(v["session_id"]), *v["parties"])
@@ -70,12 +72,14 @@ def test_kdf_party_order_is_canonical_and_purposes_separate() -> None:
     assert a != c and a != d
 
 
+@pytest.mark.property("P12")
 def test_x25519_rfc7748_vector() -> None:
     a = keys.X25519KeyPair(SecretBytes(bytes.fromhex(RFC7748_A_PRIV)))
     assert a.public_bytes.hex() == RFC7748_A_PUB
     assert a.agree(bytes.fromhex(RFC7748_B_PUB)).expose_secret().hex() == RFC7748_SHARED
 
 
+@pytest.mark.property("P12")
 def test_x25519_pinned_vector_and_agreement_is_symmetric() -> None:
     v = load_vectors("crypto")["x25519"]
     a = keys.X25519KeyPair(SecretBytes(bytes.fromhex(v["a_private"])))
@@ -89,6 +93,7 @@ def test_x25519_pinned_vector_and_agreement_is_symmetric() -> None:
     assert keys.x25519_public_from_private(a.private) == a.public_bytes
 
 
+@pytest.mark.property("P2")
 @pytest.mark.parametrize("point", LOW_ORDER)
 def test_x25519_low_order_peer_keys_rejected(point: str) -> None:
     """Scenario A12: an all-zero or low-order public key is a typed error, never a crash or a zero secret."""
@@ -104,6 +109,7 @@ def test_x25519_malformed_peer_keys_rejected(bad: object) -> None:
         me.agree(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.property("P12")
 def test_aead_vector_and_round_trip() -> None:
     v = load_vectors("crypto")["aead"]
     key = SecretBytes(bytes.fromhex(v["key"]))
@@ -113,6 +119,7 @@ def test_aead_vector_and_round_trip() -> None:
     assert aead.open_sealed(key, ct, associated_data=ad).hex() == v["plaintext"]
 
 
+@pytest.mark.property("P2")
 def test_aead_rejects_wrong_context_tampering_and_wrong_key() -> None:
     """Scenario A11 at the primitive level: a relabelled or reflected ciphertext fails authentication."""
     key = SecretBytes(b"\x05" * 32)
@@ -139,6 +146,7 @@ def test_aead_requires_associated_data() -> None:
         aead.seal(b"\x05" * 32, b"x", associated_data=b"ad", rng=SystemRandom())  # type: ignore[arg-type]
 
 
+@pytest.mark.property("P2")
 def test_ed25519_vector_contexts_and_pem_round_trip() -> None:
     v = load_vectors("crypto")["ed25519"]
     ident = keys.IdentityKey.generate(DeterministicRandom(v["seed_rng"]))
@@ -163,6 +171,7 @@ def test_ed25519_vector_contexts_and_pem_round_trip() -> None:
         keys.IdentityKey.from_pem(b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
 
 
+@pytest.mark.property("P11")
 def test_secrets_refuse_pickle_copy_and_print() -> None:
     raw = bytes.fromhex("deadbeef" * 8)
     s = SecretBytes(raw)

@@ -96,6 +96,7 @@ def test_discrete_gaussian_mean_and_variance(variance: float | Fraction) -> None
     assert abs(x.var() / exact_var - 1) < 5 * math.sqrt(2 / n) + 1e-3
 
 
+@pytest.mark.property("P15")
 def test_discrete_gaussian_pmf() -> None:
     rng = DeterministicRandom(3)
     n = 200_000
@@ -239,6 +240,7 @@ def test_single_silo_gaussian_matches_the_continuous_gaussian_bound() -> None:
     assert eps <= rho + 2 * math.sqrt(rho * math.log(1 / delta))  # the classic zCDP conversion is looser
 
 
+@pytest.mark.property("P15")
 def test_single_silo_gaussian_matches_opacus_rdp() -> None:
     analysis = pytest.importorskip("opacus.accountants.analysis.rdp")
     dim, clip, gamma, v, rounds, delta = 256, 2.0, 50.0, 4e4, 7, 1e-5
@@ -280,6 +282,7 @@ def test_replace_neighbouring_costs_more() -> None:
 # ---------------------------------------------------------------------------- calibration, wrap
 
 
+@pytest.mark.property("P15")
 @pytest.mark.parametrize("mechanism", ["gaussian", "skellam"])
 def test_calibrate_meets_the_target(mechanism: ddp.Mechanism) -> None:
     p = ddp.calibrate(
@@ -306,6 +309,7 @@ def test_calibrate_refuses_an_impossible_ring() -> None:
         ddp.calibrate(mechanism="gaussian", epsilon=1.0, delta=1e-5, dim=8, clip=1.0, n_min=2, rounds=1)
 
 
+@pytest.mark.property("P15")
 def test_params_refuse_a_likely_wrap() -> None:
     ok = ddp.DDPParams("gaussian", 1000, 1.0, 1e5, 1e10, n_min=5, n_max=10)
     assert ok.wrap_probability() < 2.0**-40
@@ -355,6 +359,7 @@ def _clipped(x: np.ndarray, c: float) -> np.ndarray:
     return x * min(1.0, c / n)
 
 
+@pytest.mark.property("P15")
 @pytest.mark.parametrize("modulus", [1 << 32, 1 << 64, (1 << 40) - 87])
 def test_decode_is_the_sum_up_to_rounding_when_noise_is_tiny(modulus: int) -> None:
     dim, n = 300, 6
@@ -368,6 +373,7 @@ def test_decode_is_the_sum_up_to_rounding_when_noise_is_tiny(modulus: int) -> No
     assert np.max(np.abs(out - true)) < 1e-4
 
 
+@pytest.mark.property("P15")
 @pytest.mark.parametrize("mechanism", ["gaussian", "skellam"])
 def test_decoded_noise_is_unbiased_with_the_calibrated_variance(mechanism: ddp.Mechanism) -> None:
     dim, n_min, n = 200, 3, 5
@@ -413,6 +419,7 @@ def test_conditional_rounding_decides_ties_exactly() -> None:
         ddp.conditional_round(y, math.nextafter(13.0, 0.0), rng, max_attempts=3)
 
 
+@pytest.mark.property("P15")
 def test_encode_is_reproducible_from_the_random_source() -> None:
     params = ddp.DDPParams("skellam", 50, 1.0, 1000.0, 1e4, n_min=2)
     x = np.linspace(-1, 1, 50)

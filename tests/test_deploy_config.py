@@ -176,6 +176,7 @@ def test_round_config_from_server_config(pki: PkiLayout) -> None:
     assert cfg.deadlines.stage_timeouts().masked_input == 120.0
 
 
+@pytest.mark.property("P13")
 def test_insecure_plaintext_must_be_explicit(pki: PkiLayout) -> None:
     text = pki.server_config.read_text()
     tls = '[tls]\ncert = "server.pem"\nkey = "server.key"\nclient_ca = "ca.pem"\n'
@@ -227,6 +228,7 @@ SERVER_CASES = [
 ]
 
 
+@pytest.mark.property("P13")
 @pytest.mark.parametrize(("name", "change", "key", "what"), SERVER_CASES, ids=[c[0] for c in SERVER_CASES])
 def test_server_config_errors(pki: PkiLayout, name: str, change: tuple[str, str], key: str, what: str) -> None:
     path = variant(pki, pki.server_config, edit(pki.server_config.read_text(), *change), f"server-{name}")
@@ -448,6 +450,7 @@ def test_parse_address_refuses(address: str) -> None:
 # -- contribution ledger -----------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P5")
 def test_file_ledger_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "state" / "contributions.json"
     ledger = FileLedger(path)
@@ -467,6 +470,7 @@ def test_file_ledger_survives_reopen(tmp_path: Path) -> None:
     assert checker.has_contributed("run", 0)
 
 
+@pytest.mark.property("P5")
 @pytest.mark.parametrize(
     "content",
     [
@@ -498,6 +502,7 @@ def test_file_ledger_refuses_bad_records(tmp_path: Path) -> None:
     assert ledger.contributions() == []
 
 
+@pytest.mark.property("P5")
 def test_file_ledger_refuses_second_contribution_after_restart(tmp_path: Path) -> None:
     """Scenario A10 across a silo restart: the reopened ledger makes the new session refuse."""
     cfg = make_config(4, 40)

@@ -63,6 +63,7 @@ def test_fedmedian_runs_in_plaintext_only() -> None:
     assert reps[-1].accuracy > 0.5
 
 
+@pytest.mark.property("P4")
 def test_round_task_encoding_round_trips_and_binds_everything() -> None:
     flat = np.arange(10, dtype=np.float32)
     task = RoundTask("fit", 3, flat, {"learning_rate": 0.1, "local_epochs": 2})
@@ -75,6 +76,7 @@ def test_round_task_encoding_round_trips_and_binds_everything() -> None:
     assert task.digest() == task_digest(task.encode())
 
 
+@pytest.mark.property("P4", "P8")
 def test_a_silo_refuses_a_task_that_does_not_match_the_round_hash() -> None:
     """The server publishes one model but the round is bound to another (A9 at the task level): the silo
     aborts with BAD_INPUT before masking anything; the others' round continues."""

@@ -48,6 +48,7 @@ def _one_round(deltas: list[NDArray[np.float32]], params: ddp.DDPParams, seed: i
     return ddp.decode(res.sum, params, rotation, len(res.survivors))
 
 
+@pytest.mark.property("P15")
 def test_decoded_noise_has_the_calibrated_variance_and_zero_mean() -> None:
     n = 4
     params = _params(n)
@@ -57,6 +58,7 @@ def test_decoded_noise_has_the_calibrated_variance_and_zero_mean() -> None:
     assert abs(noise.mean()) < 5 * params.noise_std(n) / np.sqrt(noise.size)
 
 
+@pytest.mark.property("P6", "P15")
 def test_the_decoded_sum_is_the_true_sum_plus_unbiased_noise() -> None:
     n = 4
     params = _params(n, epsilon=50.0)  # little noise: the sum itself must come through
@@ -68,6 +70,7 @@ def test_the_decoded_sum_is_the_true_sum_plus_unbiased_noise() -> None:
     assert errors.std() < 2 * std + 2 / params.gamma
 
 
+@pytest.mark.property("P4", "P15")
 def test_round_config_with_integer_encoding_round_trips_canonically() -> None:
     from secagg.simulation import make_config
 
@@ -78,6 +81,7 @@ def test_round_config_with_integer_encoding_round_trips_canonically() -> None:
     assert ints.config_hash() != cfg.config_hash()
 
 
+@pytest.mark.property("P15")
 def test_training_with_distributed_dp_learns() -> None:
     shards = make_shards(4, seed=1)
     fed = InProcessFederation(

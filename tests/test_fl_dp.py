@@ -30,6 +30,7 @@ def _trainers(tmp: Path, rounds: int) -> dict[int, DigitsDPTrainer]:
     }
 
 
+@pytest.mark.property("P15")
 def test_secure_dp_training_reports_opacus_epsilon_and_learns(tmp_path: Path) -> None:
     trainers = _trainers(tmp_path, rounds=3)
     fed = InProcessFederation(trainers, rng=DeterministicRandom(1))
@@ -44,6 +45,7 @@ def test_secure_dp_training_reports_opacus_epsilon_and_learns(tmp_path: Path) ->
         assert 0 < t.epsilon <= t.epsilon_budget * (1 + 1e-9)
 
 
+@pytest.mark.property("P8", "P15")
 def test_a_round_past_the_budget_is_refused_and_produces_no_aggregate(tmp_path: Path) -> None:
     trainers = _trainers(tmp_path, rounds=1)  # the budget covers one round
     fed = InProcessFederation(trainers, rng=DeterministicRandom(2))

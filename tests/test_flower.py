@@ -121,6 +121,7 @@ def expected_round(before: np.ndarray, nodes: list[int], rnd: int) -> np.ndarray
     return sum(_examples(n) / total * np.concatenate([a.ravel() for a in _new_arrays(n, arrays, rnd)]) for n in nodes)
 
 
+@pytest.mark.property("P16")
 def test_secure_fedavg_matches_flower_fedavg() -> None:
     rounds = 3
     secure_result = strategy().start(grid=secure_grid(), initial_arrays=initial(), num_rounds=rounds)
@@ -135,6 +136,7 @@ def test_secure_fedavg_matches_flower_fedavg() -> None:
     assert set(secure_result.evaluate_metrics_clientapp[rounds]) == {"eval_acc", "eval_loss"}
 
 
+@pytest.mark.property("P16")
 def test_dropout_mid_round_aggregates_the_survivors() -> None:
     grid = secure_grid(drop={303: (rec_.PURPOSE_ARRAYS, "SharesDelivery")})  # shared its keys, never sends its input
     strat = strategy()
@@ -147,6 +149,7 @@ def test_dropout_mid_round_aggregates_the_survivors() -> None:
     assert (303, rec_.PURPOSE_ARRAYS, "UnmaskRequest") not in grid.seen
 
 
+@pytest.mark.property("P16")
 def test_masked_inputs_travel_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     import secagg.flower.mod as mod_module
 
@@ -159,6 +162,7 @@ def test_masked_inputs_travel_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_a_node_whose_training_fails_is_left_out_before_secagg() -> None:
     apps = {n: make_app(n, [secagg_mod()], crash=n == 505) for n in NODES}
     result = strategy().start(grid=LocalGrid(apps), initial_arrays=initial(), num_rounds=1)
@@ -185,6 +189,7 @@ def _replies_of(grid: LocalGrid) -> list[tuple[int, list[Any]]]:
     return seen
 
 
+@pytest.mark.property("P16")
 def test_tampered_unmask_request_is_refused() -> None:
     """A1: asking node 101 to reveal both shares of a peer (alive and dropped at once) is refused."""
 
@@ -207,6 +212,7 @@ def test_tampered_unmask_request_is_refused() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_a_node_shown_another_model_refuses_before_making_keys() -> None:
     """A9 at the model level: the setup's model_hash must be the digest of what the node trained on."""
 
@@ -226,6 +232,7 @@ def test_a_node_shown_another_model_refuses_before_making_keys() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), survivors, 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_a_weight_above_the_rounds_max_weight_is_refused_at_setup() -> None:
     grid = secure_grid()
     seen = _replies_of(grid)
@@ -237,6 +244,7 @@ def test_a_weight_above_the_rounds_max_weight_is_refused_at_setup() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[:4], 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_nodes_refuse_plain_rounds() -> None:
     """require_secure (default): a plain FedAvg server gets errors, never an update."""
     grid = secure_grid()
@@ -255,6 +263,7 @@ def test_nodes_refuse_plain_rounds() -> None:
     assert len(result.arrays) == 0 and result.train_metrics_clientapp == {}  # no model was ever aggregated
 
 
+@pytest.mark.property("P16")
 def test_session_between_stages_is_sealed_in_the_context() -> None:
     grid = secure_grid(drop={101: (rec_.PURPOSE_ARRAYS, "SharesDelivery")})
     strategy().start(grid=grid, initial_arrays=initial(), num_rounds=1)
@@ -265,6 +274,7 @@ def test_session_between_stages_is_sealed_in_the_context() -> None:
     assert all(not any(k.startswith(STATE_SESSION) for k in grid.context(n).state.config_records) for n in NODES[1:])
 
 
+@pytest.mark.property("P16")
 def test_state_key_from_the_node_config(tmp_path: Any) -> None:
     keys = {}
     for n in NODES:
@@ -276,6 +286,7 @@ def test_state_key_from_the_node_config(tmp_path: Any) -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_the_default_state_key_is_made_once_and_reused(tmp_path: Any) -> None:
     """A node's ClientApp processes share the key file: the first makes it (0600), the rest read it."""
     import os
@@ -292,6 +303,7 @@ def test_the_default_state_key_is_made_once_and_reused(tmp_path: Any) -> None:
         load_state_key(path, DeterministicRandom(3))
 
 
+@pytest.mark.property("P16")
 def test_a_session_sealed_under_another_key_is_refused() -> None:
     """A stored session opens only under the key it was sealed with (e.g. a Context moved to another host):
     node 101 advertises keys, then its key changes; it cannot go on, and the round completes without it."""
@@ -314,6 +326,7 @@ def test_a_session_sealed_under_another_key_is_refused() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[1:], 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_two_nodes_are_refused_with_a_clear_error() -> None:
     """With two nodes each could compute the other's update from the new model: no secure round is started."""
     grid = LocalGrid({n: make_app(n, [secagg_mod()]) for n in NODES[:2]})
@@ -322,6 +335,7 @@ def test_two_nodes_are_refused_with_a_clear_error() -> None:
     assert grid.seen == []  # nothing was sent
 
 
+@pytest.mark.property("P16")
 def test_too_few_ready_nodes_skip_the_round() -> None:
     """Three sampled, one fails training: two are ready, below the minimum, so the model stays as it was."""
     apps = {n: make_app(n, [secagg_mod()], crash=n == 303) for n in NODES[:3]}
@@ -345,6 +359,7 @@ def _closure_values(fn: Any, seen: set[int] | None = None) -> list[Any]:
     return out
 
 
+@pytest.mark.property("P16")
 def test_the_mod_can_be_shipped_to_simulation_workers(tmp_path: Any) -> None:
     """Flower's simulation engine pickles the ClientApp: the mod must capture nothing that refuses pickling
     (no random source, no key object; a hardened node's identity is given as the path of its PEM file)."""
@@ -361,6 +376,7 @@ def test_the_mod_can_be_shipped_to_simulation_workers(tmp_path: Any) -> None:
         pickle.dumps(key)  # which is why the key object itself cannot be captured for Ray
 
 
+@pytest.mark.property("P16")
 def test_hardened_mode_with_identity_files(tmp_path: Any) -> None:
     ids = {n: i + 10 for i, n in enumerate(NODES)}
     roster = {}
@@ -378,6 +394,7 @@ def test_hardened_mode_with_identity_files(tmp_path: Any) -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_hardened_mode_with_a_roster() -> None:
     ids = {n: i + 10 for i, n in enumerate(NODES)}
     identities = {n: IdentityKey.generate(DeterministicRandom(n)) for n in NODES}
@@ -390,6 +407,7 @@ def test_hardened_mode_with_a_roster() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES, 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 def test_hardened_mode_leaves_out_a_node_outside_the_roster() -> None:
     ids = {n: i + 10 for i, n in enumerate(NODES)}
     identities = {n: IdentityKey.generate(DeterministicRandom(n)) for n in NODES}
@@ -402,6 +420,7 @@ def test_hardened_mode_leaves_out_a_node_outside_the_roster() -> None:
     assert np.abs(flat(result.arrays) - expected_round(flat(initial()), NODES[:4], 1)).max() <= 2 * STEP
 
 
+@pytest.mark.property("P16")
 @pytest.mark.parametrize(
     "make",
     [
@@ -415,6 +434,7 @@ def test_secure_refuses_strategies_that_need_individual_updates(make: Any) -> No
         secure(make())
 
 
+@pytest.mark.property("P16")
 @pytest.mark.parametrize(
     "wrapper", [DifferentialPrivacyServerSideFixedClipping, DifferentialPrivacyServerSideAdaptiveClipping]
 )
@@ -425,6 +445,7 @@ def test_a_server_side_clipping_wrapper_around_secure_fedavg_is_refused(wrapper:
         wrapper(strategy(), *args).start(grid=secure_grid(), initial_arrays=initial(), num_rounds=1)
 
 
+@pytest.mark.property("P16")
 def test_secure_converts_fedavg_and_composes_with_client_side_clipping() -> None:
     plain = FedAvg(fraction_evaluate=0.5, min_available_nodes=3, weighted_by_key="n")
     out = secure(plain, SecAggSettings(clip=0.5))
@@ -435,6 +456,7 @@ def test_secure_converts_fedavg_and_composes_with_client_side_clipping() -> None
     assert isinstance(wrapped.strategy, SecureFedAvg)
 
 
+@pytest.mark.property("P16")
 def test_client_side_clipping_dp_runs_through_secagg() -> None:
     """Flower's client-side clipping wrapper around SecureFedAvg, fixedclipping_mod inside secagg_mod: each
     update is clipped to L2 norm 0.1 on the node (noise 0 here, so the result is checkable)."""
@@ -455,6 +477,7 @@ def test_client_side_clipping_dp_runs_through_secagg() -> None:
 _ADV = encode_message(AdvertiseKeys(round_tag=bytes(32), advertisement=KeyAdvertisement(1, bytes(32), bytes(32))))
 
 
+@pytest.mark.property("P16")
 @pytest.mark.parametrize(
     ("fields", "why"),
     [

@@ -33,6 +33,7 @@ from tests.protocol_helpers import (
 MODES = [Mode.SEMI_HONEST, Mode.HARDENED]
 
 
+@pytest.mark.property("P1", "P3")
 @pytest.mark.parametrize("mode", MODES)
 def test_overlapping_active_and_dead_lists_give_the_server_nothing(mode: Mode) -> None:
     """Flower: the client answers the unmask request without checking that the active and dead lists are
@@ -59,6 +60,7 @@ def test_overlapping_active_and_dead_lists_give_the_server_nothing(mode: Mode) -
     assert_server_aborted(setup, "TOO_FEW_SHARES")
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     ("stage", "dropped"),
@@ -91,6 +93,7 @@ def _sweep() -> list[tuple[Mode, int, int]]:
     return [(mode, n, k) for mode in MODES for n in (9, 10) for k in range(2, n)]
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize(("mode", "n", "k"), _sweep())
 def test_every_neighbour_count_even_or_odd_gives_the_exact_sum(mode: Mode, n: int, k: int) -> None:
     """Flower: an even number of neighbours (num_shares) crashes every client.
@@ -106,6 +109,7 @@ def test_every_neighbour_count_even_or_odd_gives_the_exact_sum(mode: Mode, n: in
     assert setup.server.result is not None and setup.server.result.dropped == (gone,)
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize(("n", "bits", "max_weight"), [(2000, 24, 1), (2000, 21, 3), (2048, 21, 1)])
 def test_a_configuration_whose_sum_could_wrap_is_refused(n: int, bits: int, max_weight: int) -> None:
     """Flower: about 2000 clients quantised into a 2^32 ring wrap the sum around the modulus silently and
@@ -121,6 +125,7 @@ def test_a_configuration_whose_sum_could_wrap_is_refused(n: int, bits: int, max_
     assert n * max_weight * (1 << bits) < wide.modulus
 
 
+@pytest.mark.property("P6")
 def test_the_capacity_bound_is_exact() -> None:
     """The largest accepted configuration is the last one whose worst-case sum fits below the modulus."""
     n, bits = 2000, 16
@@ -136,6 +141,7 @@ def _fields(cfg: RoundConfig) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("pattern", ["all-plus", "all-minus", "half-and-half", "beyond-clip"])
 def test_inputs_at_the_extremes_do_not_wrap(mode: Mode, pattern: str) -> None:
@@ -189,6 +195,7 @@ def _corrupting(owner: int, kind: str, liar: int) -> Any:
     return hook
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["seed", "key"])
 def test_one_corrupt_share_with_spare_shares_still_gives_the_exact_sum(mode: Mode, kind: str) -> None:
@@ -205,6 +212,7 @@ def test_one_corrupt_share_with_spare_shares_still_gives_the_exact_sum(mode: Mod
     assert [a.client for a in corrected] == [owner]
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["seed", "key"])
 def test_one_corrupt_share_among_exactly_t_aborts_with_a_typed_error(mode: Mode, kind: str) -> None:

@@ -74,6 +74,7 @@ def test_every_n_and_k_up_to_40_even_and_odd() -> None:
                 assert all(nbrs[i] == set(range(n)) - {i} for i in range(n))
 
 
+@pytest.mark.property("P1")
 def test_k_connectivity_by_brute_force() -> None:
     # Removing any k - 1 clients leaves H(n, k) connected (Harary's theorem), for every k and small n.
     for n in range(3, 12):
@@ -160,6 +161,7 @@ def _reference_permutation(n: int, seed: bytes) -> list[int]:
     return perm
 
 
+@pytest.mark.property("P12")
 def test_permutation_matches_the_documented_recipe() -> None:
     assert PERMUTATION_INFO == b"secagg/v1/graph/permutation"
     for n in (2, 3, 17, 1500):
@@ -179,6 +181,7 @@ def test_uniform_below_rejects_the_biased_tail() -> None:
     assert graph_mod._uniform_below(iter([2**31]), bound) == 2**31
 
 
+@pytest.mark.property("P1")
 def test_shuffle_is_roughly_uniform_for_n4() -> None:
     seeds = 2400
     perms = Counter(permutation(4, _seed(i)) for i in range(seeds))
@@ -239,6 +242,7 @@ def test_vector_file_is_reproducible() -> None:
     assert (VECTORS / "graph.json").read_text() == regenerate("graph")
 
 
+@pytest.mark.property("P12")
 def test_graph_vectors() -> None:
     v = load_vectors("graph")
     assert bytes.fromhex(v["permutation_info"]) == PERMUTATION_INFO

@@ -55,6 +55,7 @@ def deploy(tmp_path: Path) -> Iterator[Make]:
             assert all(p.popen.returncode is not None for p in dep.procs)
 
 
+@pytest.mark.property("P6", "P14")
 @pytest.mark.parametrize("mode", ["semi-honest", "hardened"])
 def test_five_silos_exact_aggregate_and_audit(deploy: Make, mode: str) -> None:
     dep = deploy(5, mode=mode)
@@ -71,6 +72,7 @@ def test_five_silos_exact_aggregate_and_audit(deploy: Make, mode: str) -> None:
     assert n == len(events) and "round-started" in events and events[-1] == "round-completed"
 
 
+@pytest.mark.property("P13")
 def test_busy_port_is_a_clean_refusal(deploy: Make) -> None:
     """A listen address already in use: exit 2 naming it, not a traceback (and nothing is written)."""
     dep = deploy(2)
@@ -89,6 +91,7 @@ def test_busy_port_is_a_clean_refusal(deploy: Make) -> None:
 BEFORE_INPUT = ["advertise-keys", "share-keys", "masked-input"]
 
 
+@pytest.mark.property("P6", "P9", "P14")
 @pytest.mark.parametrize(
     ("mode", "stage"),
     [
@@ -123,6 +126,7 @@ def test_silo_killed_at_stage(deploy: Make, mode: str, stage: str) -> None:
     verify_audit_log(dep.server_cfg.audit_log)
 
 
+@pytest.mark.property("P9")
 @pytest.mark.parametrize(("mode", "stage", "victims"), [("semi-honest", "masked-input", [2, 3, 4, 5])])
 def test_too_many_killed_is_a_clean_abort(deploy: Make, mode: str, stage: str, victims: list[int]) -> None:
     """Below the threshold: a typed abort in round-0.json, no aggregate file, the server exits 1."""
@@ -146,6 +150,7 @@ def test_too_many_killed_is_a_clean_abort(deploy: Make, mode: str, stage: str, v
 # -- D1 / D3: certificates ----------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P6", "P13")
 def test_d1_bad_client_certificates_cannot_connect(deploy: Make) -> None:
     """A silo with a certificate from another CA, an expired one, or none never gets a stream; the round
     among the good silos completes without it."""
@@ -186,6 +191,7 @@ def test_d1_bad_client_certificates_cannot_connect(deploy: Make) -> None:
     assert all(r.client != 5 for r in dep.audit())
 
 
+@pytest.mark.property("P13")
 def test_d1_silo_refuses_a_server_from_another_ca(deploy: Make) -> None:
     """A server presenting a certificate the silos' CA did not sign: the silo never completes a handshake."""
     dep = deploy(2)
@@ -202,6 +208,7 @@ def test_d1_silo_refuses_a_server_from_another_ca(deploy: Make) -> None:
     assert not (dep.layout.directory / "output-rogue-server" / "round-0.json").exists()
 
 
+@pytest.mark.property("P13")
 def test_d3_mutual_tls_without_client_ca_refuses_to_start(deploy: Make) -> None:
     dep = deploy(2)
     text = dep.layout.server_config.read_text()
@@ -222,6 +229,7 @@ def test_d3_mutual_tls_without_client_ca_refuses_to_start(deploy: Make) -> None:
 # -- B8: the id comes from the certificate ------------------------------------------------------------------
 
 
+@pytest.mark.property("P6", "P13")
 def test_b8_claimed_id_differs_from_certificate(deploy: Make) -> None:
     """A silo presenting silo-1's certificate but claiming id 2 (with silo 2's identity key): the server
     names it 1 from the certificate, rejects its advertisement for id 2, and the round completes among the
@@ -321,6 +329,7 @@ def _round_without_5_then_with_it(dep: Deployment, server: Proc) -> None:
     assert gone == [("client-aborted", 5, "advertise-keys", 0)]
 
 
+@pytest.mark.property("P6", "P13")
 def test_b2_oversized_message_is_refused_by_the_transport(deploy: Make) -> None:
     """A message bigger than max_message_bytes from a silo with a valid certificate: RESOURCE_EXHAUSTED for
     that stream, nothing reaches the round, the server stays up and the round completes without it."""
@@ -332,6 +341,7 @@ def test_b2_oversized_message_is_refused_by_the_transport(deploy: Make) -> None:
     _round_without_5_then_with_it(dep, server)
 
 
+@pytest.mark.property("P6", "P13")
 def test_silos_size_their_chunks_to_a_smaller_server_cap(deploy: Make) -> None:
     """The server's max_message_bytes (256 KiB) is below the silos' (8 MiB): their default 1 MiB chunks would be
     refused, so each silo narrows its chunks to the cap the server announces when the stream opens, and the
@@ -346,6 +356,7 @@ def test_silos_size_their_chunks_to_a_smaller_server_cap(deploy: Make) -> None:
         assert p.wait() == 0, p.logs()
 
 
+@pytest.mark.property("P6", "P13")
 def test_garbage_envelopes_are_invalid_argument(deploy: Make) -> None:
     """Envelopes that violate the wire limits end their own stream with INVALID_ARGUMENT and change nothing:
     before the round (each on a new stream), and from a participant in the middle of the round."""
@@ -368,6 +379,7 @@ def test_garbage_envelopes_are_invalid_argument(deploy: Make) -> None:
 # -- D2 / B6: replays ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P6", "P13")
 def test_d2_messages_of_round_0_replayed_into_round_1(deploy: Make) -> None:
     """Silo 5 (played by the test) records everything it sent in round 0, then replays it into round 1:
     its old advertisement is rejected (another round), the rest is ignored, and round 1's aggregate is the
@@ -399,6 +411,7 @@ def test_d2_messages_of_round_0_replayed_into_round_1(deploy: Make) -> None:
 # -- C9: the server killed and restarted ---------------------------------------------------------------------
 
 
+@pytest.mark.property("P5", "P6", "P9", "P11", "P14")
 @pytest.mark.parametrize("stage", ["advertise-keys", "share-keys", "masked-input", "unmask"])
 def test_c9_server_killed_at_stage_and_restarted(deploy: Make, stage: str) -> None:
     """The server dies (SIGKILL) as a stage opens: the silos drop the round and its secrets and reconnect;
@@ -434,6 +447,7 @@ def test_c9_server_killed_at_stage_and_restarted(deploy: Make, stage: str) -> No
 # -- C10: a silo restarted mid-round -------------------------------------------------------------------------
 
 
+@pytest.mark.property("P6", "P9", "P13")
 def test_c10_silo_restarted_mid_round(deploy: Make) -> None:
     """Silo 3 dies as the masked-input stage opens and is started again while round 0 is still open (silo 5,
     played by the test, holds it open): the new process is connected but cannot rejoin round 0, which
@@ -468,6 +482,7 @@ def test_c10_silo_restarted_mid_round(deploy: Make) -> None:
 # -- liveness: streams that come and go before a round ------------------------------------------------------
 
 
+@pytest.mark.property("P6", "P13")
 def test_stream_churn_before_a_round_does_not_wedge_the_server(deploy: Make) -> None:
     """A rostered silo opening and dropping many streams before the round (a flapping link, or on purpose):
     every departure is queued for the coordinator, which reads its queue only during a round. The server
@@ -492,6 +507,7 @@ def test_stream_churn_before_a_round_does_not_wedge_the_server(deploy: Make) -> 
 # -- SIGTERM: the server drains ------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P9", "P11")
 def test_sigterm_aborts_the_round_in_progress(deploy: Make) -> None:
     """SIGTERM while a round waits for silo 3 (played by the test, silent): every silo is told
     SERVER_SHUTDOWN and drops the round's secrets, round-0.json records the typed abort, no aggregate."""
@@ -522,6 +538,7 @@ def test_sigterm_aborts_the_round_in_progress(deploy: Make) -> None:
 # -- C7: a silo slower than the stage deadline ---------------------------------------------------------------
 
 
+@pytest.mark.property("P6", "P9")
 def test_c7_silent_silo_dropped_at_the_deadline_and_its_late_message_rejected(deploy: Make) -> None:
     """Silo 5 (played by the test) does not answer the setup: the advertise-keys stage closes at its
     deadline without it (the round cannot have taken less), its late advertisement is rejected, and the round

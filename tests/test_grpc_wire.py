@@ -69,6 +69,7 @@ def server_round_trip(msg: ServerMessage) -> ServerMessage:
 # -- every message of real rounds ----------------------------------------------------------------------------
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize(
     ("mode", "modulus", "chunk"),
     [(Mode.SEMI_HONEST, 1 << 32, 7), (Mode.HARDENED, 1 << 32, None), (Mode.HARDENED, 1 << 64, 16)],
@@ -182,6 +183,7 @@ def test_any_client_message_round_trips(msg: ClientMessage) -> None:
     assert client_round_trip(msg) == msg
 
 
+@pytest.mark.property("P12")
 def test_masked_chunk_elements_travel_little_endian() -> None:
     data = np.array([1, 0x01020304], dtype=">u4")  # big-endian in memory: still the same values on the wire
     env = wire.client_to_proto(MaskedInputChunk(bytes(32), 0, 1, 0, data))
@@ -287,6 +289,7 @@ CLIENT_BREAKAGE: dict[str, tuple[str, Any, str]] = {
 }
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("case", sorted(CLIENT_BREAKAGE))
 def test_malformed_client_envelope(case: str) -> None:
     which, change, words = CLIENT_BREAKAGE[case]
@@ -350,6 +353,7 @@ SERVER_BREAKAGE: dict[str, tuple[str, Any, str]] = {
 }
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("case", sorted(SERVER_BREAKAGE))
 def test_malformed_server_envelope(case: str) -> None:
     which, change, words = SERVER_BREAKAGE[case]
@@ -359,6 +363,7 @@ def test_malformed_server_envelope(case: str) -> None:
         wire.server_from_proto(_edit(good, change))
 
 
+@pytest.mark.property("P7")
 def test_too_many_items() -> None:
     """Lists longer than MAX_ITEMS are refused before anything is built from them."""
     ids = list(range(MAX_ITEMS + 1))
@@ -432,6 +437,7 @@ def client_envelopes(draw: st.DrawFn) -> pb.ClientEnvelope:
     return env
 
 
+@pytest.mark.property("P7")
 @settings(max_examples=300, deadline=None)
 @given(client_envelopes())
 def test_any_client_envelope_decodes_losslessly_or_raises_encoding_error(env: pb.ClientEnvelope) -> None:
@@ -442,6 +448,7 @@ def test_any_client_envelope_decodes_losslessly_or_raises_encoding_error(env: pb
     assert wire.client_to_proto(msg) == env
 
 
+@pytest.mark.property("P4")
 @settings(max_examples=100, deadline=None)
 @given(round_configs(), st.data())
 def test_any_config_field_change_decodes_losslessly_or_raises_encoding_error(
@@ -468,6 +475,7 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
+@pytest.mark.property("P12")
 def test_protobuf_and_grpc_runtimes_fit_the_generated_code(record_property: Any) -> None:
     """The generated code targets protobuf 5.29 gencode (runtimes 5.29 up to 7.x) and grpcio >= 1.71."""
     runtime = google.protobuf.__version__

@@ -203,12 +203,14 @@ def test_chunk_dtype_survives_round_trip() -> None:
 # ---------------------------------------------------------------- fuzzing the decoder
 
 
+@pytest.mark.property("P7")
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_decode_or_raise_typed_error(data: bytes) -> None:
     decode_or_typed_error(data)
 
 
+@pytest.mark.property("P7")
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(sorted(_REGISTRY)), st.binary(max_size=300))
 def test_random_bodies_behind_a_valid_header(type_id: int, body: bytes) -> None:
@@ -244,12 +246,14 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(blob)
 
 
+@pytest.mark.property("P7")
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_encodings_decode_or_raise_typed_error(data: bytes) -> None:
     decode_or_typed_error(data)
 
 
+@pytest.mark.property("P7")
 def test_every_truncation_and_every_single_byte_flip_of_real_messages() -> None:
     """Exhaustive over prefixes and single-bit flips of the smaller real messages: typed errors only."""
     tried = 0
@@ -283,6 +287,7 @@ def test_header_errors() -> None:
         decode_message("not bytes")  # type: ignore[arg-type]
 
 
+@pytest.mark.property("P7")
 def test_length_limits_are_enforced() -> None:
     """Oversized fields are refused by the decoder, before any allocation of that size."""
     huge_list = Writer().u16(WIRE_VERSION).u8(RoundComplete.TYPE).raw(bytes(32)).u32(2**32 - 1).getvalue()
@@ -307,6 +312,7 @@ def _setup_bytes_with_config(config_bytes: bytes) -> bytes:
     return Writer().u16(WIRE_VERSION).u8(SetupRequest.TYPE).bytes_(config_bytes).getvalue()
 
 
+@pytest.mark.property("P4")
 def test_config_inside_setup_is_validated() -> None:
     """A config that decodes but breaks the rules is a ConfigurationError (never a half-built object)."""
     cfg = make_config(4, 3)
@@ -333,6 +339,7 @@ def _config_with(cfg: RoundConfig, *, modulus_field: bytes | None = None, clip_t
     return w.getvalue()
 
 
+@pytest.mark.property("P4")
 def test_config_encoding_is_canonical() -> None:
     """One config, one encoding: a shorter modulus field or a non-canonical float is refused.
 

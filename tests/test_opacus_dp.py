@@ -52,6 +52,7 @@ def _rdp(noise: float, rate: float, steps: int, delta: float) -> float:
 POLICY = DPPolicy(max_grad_norm=1.0, delta=1e-5, rounds=3, local_epochs=2, noise_multiplier=1.1)
 
 
+@pytest.mark.property("P15")
 def test_policy_validation() -> None:
     with pytest.raises(ConfigurationError):
         DPPolicy(max_grad_norm=1.0, delta=1e-5, rounds=3)
@@ -73,6 +74,7 @@ def test_policy_validation() -> None:
             DPPolicy(**kw)
 
 
+@pytest.mark.property("P15")
 def test_epsilon_is_opacus_accountant_and_composes_across_rounds() -> None:
     tr = _trainer(POLICY)
     assert tr.sample_rate == pytest.approx(BATCH / N_SAMPLES)
@@ -91,6 +93,7 @@ def test_epsilon_is_opacus_accountant_and_composes_across_rounds() -> None:
     assert sum(s for _, _, s in tr.history()) == r1.steps + r2.steps
 
 
+@pytest.mark.property("P15")
 def test_projection_matches_the_next_round() -> None:
     tr = _trainer(POLICY)
     projected = tr.projected_epsilon()
@@ -99,6 +102,7 @@ def test_projection_matches_the_next_round() -> None:
     assert tr.projected_epsilon(2) == pytest.approx(_rdp(1.1, 0.25, 3 * tr.steps_per_round, 1e-5), rel=1e-12)
 
 
+@pytest.mark.property("P15")
 def test_budget_exhaustion_is_refused_before_training() -> None:
     tr = _trainer(POLICY)
     assert tr.epsilon_budget == pytest.approx(_rdp(1.1, 0.25, 3 * tr.steps_per_round, 1e-5), rel=1e-12)
@@ -112,6 +116,7 @@ def test_budget_exhaustion_is_refused_before_training() -> None:
     assert tr.epsilon == spent
 
 
+@pytest.mark.property("P15")
 def test_target_epsilon_calibrates_the_noise() -> None:
     policy = DPPolicy(max_grad_norm=1.0, delta=1e-5, rounds=2, local_epochs=1, target_epsilon=3.0)
     tr = _trainer(policy)
@@ -125,6 +130,7 @@ def test_target_epsilon_calibrates_the_noise() -> None:
         tr.train_round()
 
 
+@pytest.mark.property("P15")
 def test_ledger_survives_restart(tmp_path: Path) -> None:
     path = tmp_path / "silo-a" / "ledger.json"
     tr = _trainer(POLICY, ledger=path)
@@ -153,6 +159,7 @@ def test_ledger_survives_restart(tmp_path: Path) -> None:
     assert ledger.epsilon_spent == pytest.approx(tr4.epsilon_budget, rel=1e-12)
 
 
+@pytest.mark.property("P15")
 def test_ledger_refuses_changed_terms_and_corruption(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
     PrivacyLedger(path, delta=1e-5, epsilon_budget=2.0)
@@ -170,6 +177,7 @@ def test_ledger_refuses_changed_terms_and_corruption(tmp_path: Path) -> None:
         PrivacyLedger(path, delta=1e-5, epsilon_budget=2.0)
 
 
+@pytest.mark.property("P15")
 def test_ledger_check_and_record(tmp_path: Path) -> None:
     path = tmp_path / "l.json"
     ledger = PrivacyLedger(path, delta=1e-5, epsilon_budget=1.0)

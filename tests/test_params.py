@@ -109,12 +109,14 @@ def _harary(n: int, gamma: float, delta: float, mode: Mode) -> tuple[int, int]:
 # -- the anchors ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P1")
 def test_anchor_n100() -> None:
     p = derive_params(100, corrupt_fraction=0.1, dropout_fraction=0.1, mode=SEMI_HONEST)
     assert (p.k, p.t) == (22, 11)
     assert not p.is_complete and p.mode == SEMI_HONEST
 
 
+@pytest.mark.property("P1")
 def test_anchor_n1000() -> None:
     p = derive_params(1000, corrupt_fraction=0.1, dropout_fraction=0.1)
     assert (p.k, p.t) == (48, 27)
@@ -129,6 +131,7 @@ def test_port_reproduces_fcp_table(
     assert params_mod._harary_degree(n, gamma, delta, mode, 40, 20) == (k, t)
 
 
+@pytest.mark.property("P1")
 @pytest.mark.parametrize(("n", "gamma", "delta", "mode", "k", "t"), FCP_TABLE)
 def test_derived_params_against_fcp_table(n: int, gamma: float, delta: float, mode: Mode, k: int, t: int) -> None:
     ours = _harary(n, gamma, delta, mode)
@@ -226,6 +229,7 @@ def test_tail_bounds_match_exact_hypergeometric(n: int, marked_frac: float, k_fr
         assert _tail_below(n, n - marked, k, t2 + 1) >= q2 * (1 - tol)
 
 
+@pytest.mark.property("P1")
 def test_disconnection_bound() -> None:
     # Matches the exact union bound, uses the even part for odd k, and vanishes when it cannot happen.
     lp = log_prob_disconnected(100, 16, 0.1, 0.1)
@@ -302,6 +306,7 @@ def test_odd_k_override_counts_the_larger_neighbourhood() -> None:
     assert 2 * (h.t - 1) <= 32 + 1 + h.corrupt_neighbours
 
 
+@pytest.mark.property("P1")
 def test_semi_honest_needs_t_above_corrupt() -> None:
     # complete graph, 3 of 10 corrupt
     assert derive_params(10, 0.3, 0.1, t=4).t == 4
@@ -315,6 +320,7 @@ def test_semi_honest_needs_t_above_corrupt() -> None:
     check_params(1000, 48, c + 1, SH, 0.1, 0.1)
 
 
+@pytest.mark.property("P2")
 def test_hardened_needs_2t_above_k_plus_1_plus_corrupt() -> None:
     # complete graph: 2t > n + c = 11, so t >= 6
     assert derive_params(10, 0.1, 0.1, HD).t == 6
@@ -340,6 +346,7 @@ def test_threshold_must_be_reachable_after_dropouts() -> None:
         check_params(1000, 48, 40, SH, 0.1, 0.1)
 
 
+@pytest.mark.property("P1")
 def test_sparse_k_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="too sparse"):
         derive_params(1000, 0.1, 0.1, k=4)
@@ -424,6 +431,7 @@ def test_derived_params_satisfy_their_own_checks(n: int, gamma: float, delta: fl
         assert p.t <= survivor_threshold_bound(n, p.k, delta)
 
 
+@pytest.mark.property("P12")
 def test_param_vectors() -> None:
     cases = load_vectors("graph")["params"]
     assert len(cases) >= 9

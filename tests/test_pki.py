@@ -131,6 +131,7 @@ def test_silo_certificates_chain_with_names(pki: PkiLayout) -> None:
     assert len(serials) == 5
 
 
+@pytest.mark.property("P13")
 def test_rogue_ca_silo(pki: PkiLayout) -> None:
     rogue = make_rogue_ca_silo(pki.directory, "rogue", silo_id=2, rng=DeterministicRandom(2), now=NOW)
     rc, rca = cert(rogue.cert), cert(rogue.ca_cert)
@@ -146,6 +147,7 @@ def test_rogue_ca_silo(pki: PkiLayout) -> None:
     assert cfg.tls.ca == pki.ca_cert and cfg.state_dir != load_silo_config(pki.silos[1].config).state_dir
 
 
+@pytest.mark.property("P13")
 def test_expired_silo(pki: PkiLayout) -> None:
     expired = make_expired_silo(pki.directory, "expired", silo_id=3, rng=DeterministicRandom(3), now=NOW)
     c = cert(expired.cert)
@@ -158,6 +160,7 @@ def test_expired_silo(pki: PkiLayout) -> None:
     assert expired.config is not None and load_silo_config(expired.config).tls.cert == expired.cert
 
 
+@pytest.mark.property("P13")
 def test_rogue_server(pki: PkiLayout) -> None:
     rogue = make_rogue_server(pki.directory, "rogue-server", rng=DeterministicRandom(4), now=NOW)
     server = cert(rogue.cert)
@@ -274,12 +277,14 @@ def call(port: int, ca: Path, certificate: Path | None, key: Path | None, target
         return result
 
 
+@pytest.mark.property("P13")
 def test_mtls_handshake_names_the_silo(live: tuple[PkiLayout, int]) -> None:
     layout, port = live
     for silo in layout.silos:
         assert call(port, layout.ca_cert, silo.cert, silo.key) == f"silo-{silo.id}".encode()
 
 
+@pytest.mark.property("P13")
 @pytest.mark.parametrize("which", ["rogue-ca", "expired", "missing"])
 def test_mtls_refuses_bad_client_certificates(live: tuple[PkiLayout, int], which: str) -> None:
     """Scenario D1 at the transport: wrong CA, expired, or no client certificate -> no RPC gets through."""
@@ -294,6 +299,7 @@ def test_mtls_refuses_bad_client_certificates(live: tuple[PkiLayout, int], which
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
 
 
+@pytest.mark.property("P13")
 def test_silo_refuses_rogue_server(live: tuple[PkiLayout, int]) -> None:
     layout, _ = live
     rogue = make_rogue_server(layout.directory, "rogue-server-live")

@@ -67,6 +67,7 @@ def spec_elements(seed: bytes, modulus: int, start: int, count: int) -> list[int
     return out
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize("modulus", MODULI)
 def test_matches_specification(modulus: int) -> None:
     ring = Ring(modulus)
@@ -98,6 +99,7 @@ def test_chunk_equals_slice_of_whole(modulus: int, start: int, count: int, chunk
     assert np.array_equal(acc, whole)
 
 
+@pytest.mark.property("P1")
 @pytest.mark.parametrize("modulus", MODULI)
 def test_masks_cancel(modulus: int) -> None:
     ring = Ring(modulus)
@@ -166,6 +168,7 @@ def test_seeds_and_ring_kinds_are_separated() -> None:
     assert derive_prg_key(SEED, Ring(1 << 64)) == k_ctr  # one CTR key for every power of two
 
 
+@pytest.mark.property("P11")
 def test_keystream_buffer_is_wiped() -> None:
     for modulus in (1 << 32, 1000003):
         expander = MaskExpander(Ring(modulus), chunk_elems=32)
@@ -203,6 +206,7 @@ def test_refuses_bad_arguments() -> None:
         expander.expand(SEED, 0, -1)
 
 
+@pytest.mark.property("P11")
 def test_expander_holds_no_printable_or_picklable_secrets() -> None:
     expander = MaskExpander(Ring(1 << 32))
     with pytest.raises(TypeError):
@@ -228,6 +232,7 @@ def test_vectors_file_is_regenerated_byte_for_byte() -> None:
     assert (VECTORS / "prg.json").read_text() == regenerate("prg")
 
 
+@pytest.mark.property("P12")
 def test_known_answers() -> None:
     data = load_vectors("prg")
     assert data["format"] == 1

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -187,6 +188,7 @@ def rounds(draw: st.DrawFn) -> tuple[RoundConfig, dict[int, Stage], int | None]:
     return cfg, drop_at, chunk
 
 
+@pytest.mark.property("P1", "P6", "P12")
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rounds(),
@@ -222,6 +224,7 @@ def test_E3_sum_is_exact_or_the_round_aborts_only_below_threshold(
                 assert not client.revealed_seed_owners and not client.revealed_key_owners
 
 
+@pytest.mark.property("P6", "P12")
 def test_E3_predict_agrees_with_hand_worked_cases() -> None:
     """The oracle itself, on cases worked out by hand (complete graph, n = 5, t = 3)."""
     cfg = make(5, mode=Mode.SEMI_HONEST, k=4, t=3, dim=2)
@@ -236,6 +239,7 @@ def test_E3_predict_agrees_with_hand_worked_cases() -> None:
     assert predict(hardened, dict.fromkeys((1, 2), Stage.CONSISTENCY_CHECK)).survivors == (1, 2, 3, 4, 5)
 
 
+@pytest.mark.property("P6", "P12")
 def test_E3_sparse_graph_neighbourhood_threshold_matters() -> None:
     """On a Harary graph, enough clients overall is not enough. n = 8, k = 2 (a ring), t = 3: one client
     dropping after sharing leaves each of its two ring neighbours with a single live neighbour, so they
@@ -467,12 +471,13 @@ class HardenedRoundMachine(RoundMachine):
 _STATEFUL = settings(
     max_examples=40, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-TestRoundMachine = RoundMachine.TestCase
+TestRoundMachine = pytest.mark.property("P1", "P3", "P6", "P12")(RoundMachine.TestCase)
 TestRoundMachine.settings = _STATEFUL
-TestHardenedRoundMachine = HardenedRoundMachine.TestCase
+TestHardenedRoundMachine = pytest.mark.property("P1", "P3", "P6", "P12")(HardenedRoundMachine.TestCase)
 TestHardenedRoundMachine.settings = _STATEFUL
 
 
+@pytest.mark.property("P6", "P12")
 def test_stateful_harness_reaches_results() -> None:
     """The machine's plumbing can complete a round (so the invariants above are not vacuous)."""
     machine = RoundMachine()

@@ -143,6 +143,7 @@ def session_pairs() -> dict[int, tuple[X25519KeyPair, X25519KeyPair]]:
 # -- the file ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P12")
 def test_vector_file_is_what_the_generator_writes() -> None:
     assert (VECTORS / "protocol.json").read_text() == regenerate("protocol")
 
@@ -150,6 +151,7 @@ def test_vector_file_is_what_the_generator_writes() -> None:
 # -- RoundConfig (SPEC 3) ------------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P4", "P12")
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_config_encoding_hash_and_round_tag(name: str) -> None:
     c = CONFIGS[name]
@@ -163,6 +165,7 @@ def test_config_encoding_hash_and_round_tag(name: str) -> None:
     assert repr(cfg.clip) == c["clip"] and repr(cfg.dp_noise_multiplier) == c["dp_noise_multiplier"]
 
 
+@pytest.mark.property("P12")
 def test_configs_cover_modes_moduli_and_float_forms() -> None:
     assert {c["mode"] for c in CONFIGS.values()} == {"semi-honest", "hardened"}
     moduli = {int(c["modulus"]) for c in CONFIGS.values()}
@@ -171,12 +174,14 @@ def test_configs_cover_modes_moduli_and_float_forms() -> None:
     assert any(not c["run_id"].isascii() for c in CONFIGS.values())  # text lengths count UTF-8 bytes
 
 
+@pytest.mark.property("P4", "P12")
 def test_configs_cover_both_encodings_and_versions() -> None:
     assert {c["input_encoding"] for c in CONFIGS.values()} == {"quantised", "integers"}
     versions = {H(c["encoding"])[:2] for c in CONFIGS.values()}
     assert versions == {struct.pack(">H", 1), struct.pack(">H", 2)}
 
 
+@pytest.mark.property("P4", "P12")
 def test_integers_config_differs_from_its_quantised_twin_and_has_its_own_capacity_rule() -> None:
     c = CONFIGS["integers"]
     enc = H(c["encoding"])
@@ -193,6 +198,7 @@ def test_integers_config_differs_from_its_quantised_twin_and_has_its_own_capacit
     assert cfg.config_hash() != H(CONFIGS["session"]["config_hash"])
 
 
+@pytest.mark.property("P4", "P12")
 def test_a_version_2_config_must_name_a_non_quantised_encoding() -> None:
     enc = H(CONFIGS["integers"]["encoding"])
     body = enc[2 : -len(field(b"integers"))]
@@ -209,6 +215,7 @@ def test_a_version_2_config_must_name_a_non_quantised_encoding() -> None:
         RoundConfig.decode(struct.pack(">H", 3) + body + field(b"integers"))
 
 
+@pytest.mark.property("P4", "P12")
 def test_a_non_canonical_config_encoding_is_refused() -> None:
     enc = H(CONFIGS["session"]["encoding"])
     mutated = enc.replace(field(b"1.0"), field(b"1.00"))  # same value, not its canonical text
@@ -223,6 +230,7 @@ def test_a_non_canonical_config_encoding_is_refused() -> None:
 # -- session id (SPEC 7.1) ------------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P12")
 def test_session_id_of_fixed_advertisements() -> None:
     s = V["session"]
     cfg = make_config(CONFIGS[s["config"]])
@@ -244,6 +252,7 @@ def test_session_id_of_fixed_advertisements() -> None:
 # -- Shamir shares, share encryption (SPEC 6.5, 7.2, 7.3) ----------------------------------------------------
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize("index", [0, 1])
 def test_shares_reconstruct_the_owners_secrets(index: int) -> None:
     s = V["shares"][index]
@@ -260,6 +269,7 @@ def test_shares_reconstruct_the_owners_secrets(index: int) -> None:
     assert x25519_public_from_private(shamir.reconstruct(key_shares[1 : t + 1], t)) == mask.public_bytes
 
 
+@pytest.mark.property("P2", "P12")
 def test_share_key_associated_data_plaintext_and_ciphertext() -> None:
     m = V["share_message"]
     sid, a, b = H(m["session_id"]), m["sender"], m["recipient"]
@@ -291,6 +301,7 @@ def test_share_key_associated_data_plaintext_and_ciphertext() -> None:
         aead.open_sealed(SecretBytes(key), ct, associated_data=reflected)
 
 
+@pytest.mark.property("P8", "P12")
 def test_out_of_field_share_values_are_refused_in_the_plaintext() -> None:
     m = V["share_message"]
     a, b = m["sender"], m["recipient"]
@@ -302,6 +313,7 @@ def test_out_of_field_share_values_are_refused_in_the_plaintext() -> None:
 # -- seed commitment, pairwise seeds (SPEC 7.4, 7.6) ---------------------------------------------------------
 
 
+@pytest.mark.property("P12")
 def test_seed_commitment() -> None:
     c = V["seed_commitment"]
     sid, cid, seed = H(c["session_id"]), c["client_id"], H(c["seed"])
@@ -311,6 +323,7 @@ def test_seed_commitment() -> None:
     assert seed.hex() == next(s for s in V["shares"] if s["owner"] == cid)["self_mask_seed"]
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize("index", [0, 1])
 def test_pairwise_seed_and_sign(index: int) -> None:
     p = V["pairwise"][index]
@@ -330,6 +343,7 @@ def test_pairwise_seed_and_sign(index: int) -> None:
 # -- signed payloads (SPEC 6.4, 7.7) -------------------------------------------------------------------------
 
 
+@pytest.mark.property("P2", "P12")
 def test_signed_payloads_and_signatures() -> None:
     s = V["signatures"]
     private = Ed25519PrivateKey.from_private_bytes(H(s["identity_private"]))
@@ -366,6 +380,7 @@ def test_signed_payloads_and_signatures() -> None:
 # -- round tasks (SPEC 14) -----------------------------------------------------------------------------------
 
 
+@pytest.mark.property("P4", "P12")
 @pytest.mark.parametrize("index", [0, 1])
 def test_task_encoding_and_digest(index: int) -> None:
     tasks = V["tasks"]
@@ -391,6 +406,7 @@ def test_task_encoding_and_digest(index: int) -> None:
     assert back.parameters.tobytes() == params.tobytes()  # -0.0 and every bit pattern survive
 
 
+@pytest.mark.property("P4", "P12")
 def test_the_session_config_is_bound_to_the_fit_task() -> None:
     fit = next(c for c in V["tasks"]["cases"] if c["kind"] == "fit")
     assert CONFIGS["session"]["model_hash"] == fit["digest"]
@@ -447,6 +463,7 @@ def build_message(name: str, f: dict[str, Any]) -> Message:
 MESSAGES = {m["name"]: m for m in V["messages"]}
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize("name", list(MESSAGES))
 def test_message_encoding(name: str) -> None:
     m = MESSAGES[name]
@@ -460,12 +477,14 @@ def test_message_encoding(name: str) -> None:
         decode_message(enc + b"\x00")  # trailing bytes
 
 
+@pytest.mark.property("P12")
 def test_every_message_type_and_both_chunk_widths_are_pinned() -> None:
     assert {m["type"] for m in V["messages"]} == {1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21}
     widths = {m["fields"]["width"] for m in V["messages"] if m["type"] == MaskedInputChunk.TYPE}
     assert widths == {4, 8}
 
 
+@pytest.mark.property("P12")
 def test_message_bodies_follow_the_written_layout() -> None:
     """A few bodies rebuilt by hand from SPEC.md 8.2 (the rest are pinned by the encodings above)."""
     sd = MESSAGES["SharesDelivery"]

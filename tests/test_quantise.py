@@ -102,6 +102,7 @@ def test_stochastic_rounding_is_unbiased(value: float) -> None:
     assert set(np.round(back, 9).tolist()) <= {round(lo, 9), round(lo + step, 9)}  # only the two neighbours
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("modulus", [1 << 32, 1 << 64, 1000003 * 1000033])
 def test_sum_of_clients_dequantises_to_weighted_mean(modulus: int) -> None:
     ring = Ring(modulus)
@@ -120,6 +121,7 @@ def test_sum_of_clients_dequantises_to_weighted_mean(modulus: int) -> None:
     assert float(np.abs(mean - expected).mean()) < qz.quantisation_step(clip, bits) / 4
 
 
+@pytest.mark.property("P6")
 def test_capacity() -> None:
     qz.check_capacity(100, 10, 20, 1 << 32)  # 1000 * 2^20 < 2^32
     with pytest.raises(ConfigurationError):
@@ -141,6 +143,7 @@ def test_capacity() -> None:
             qz.check_capacity(*bad)
 
 
+@pytest.mark.property("P6")
 def test_check_capacity_boundary_is_exact() -> None:
     with pytest.raises(ConfigurationError):
         qz.check_capacity(4, 1, 30, 1 << 32)  # 4 * 2^30 == 2^32
@@ -183,6 +186,7 @@ def test_quantise_writes_into_out() -> None:
     assert res is out and out.tolist() == [0, 510]
 
 
+@pytest.mark.property("P6")
 def test_dequantise_refuses_impossible_sums() -> None:
     sums = np.array([0, 255 * 3 + 1], dtype=np.uint32)
     with pytest.raises(ConfigurationError):
@@ -198,6 +202,7 @@ def test_vectors_file_is_regenerated_byte_for_byte() -> None:
     assert (VECTORS / "quantise.json").read_text() == regenerate("quantise")
 
 
+@pytest.mark.property("P12")
 def test_known_answers() -> None:
     data = load_vectors("quantise")
     assert data["format"] == 1

@@ -157,6 +157,7 @@ B1_SINGLE_CHUNK: dict[str, Callable[[MaskedInputChunk], Any]] = {
 }
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize("fault", sorted(B1_SINGLE_CHUNK))
 def test_B1_malformed_masked_vector_rejects_client_and_round_continues(fault: str, mode: Mode) -> None:
@@ -187,6 +188,7 @@ def _chunk_fault(fault: str) -> Callable[[MaskedInputChunk], Any]:
     return fn
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("fault", ["skip", "count-changed", "offset-gap", "dtype"])
 def test_B1_bad_chunk_mid_stream_discards_partial_input(fault: str) -> None:
     """A stream that goes wrong after some good chunks: the staged part never reaches the sum."""
@@ -210,6 +212,7 @@ def _through_the_codec(m: MaskedInputChunk) -> Any:
     return decode_message(encode_message(m))  # what a real transport hands the server
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("form", [_read_only, _strided, _through_the_codec], ids=lambda f: f.__name__[1:])
 @pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunked"])
 def test_B1_valid_vector_in_another_memory_layout_is_accepted(
@@ -230,6 +233,7 @@ def _direct(setup: SimulationSetup) -> SimulationSetup:
     return setup
 
 
+@pytest.mark.property("P6")
 def test_B1_direct_streams_give_the_exact_sum() -> None:
     setup = _direct(setup_round(dim=11, chunk_elems=4, drop_at={8: Stage.MASKED_INPUT}))
     rr = run(setup, to_server=tamper(1, MaskedInputChunk, _twice))  # duplicates are ignored, not re-added
@@ -237,6 +241,7 @@ def test_B1_direct_streams_give_the_exact_sum() -> None:
     assert_exact(setup, everyone_but(setup, 8))
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("fault", ["skip", "count-changed", "offset-gap", "dtype"])
 def test_B1_direct_stream_failing_mid_way_aborts_never_a_wrong_sum(fault: str) -> None:
     """Chunks already added to the sum cannot be taken out again: the round aborts, typed."""
@@ -246,6 +251,7 @@ def test_B1_direct_stream_failing_mid_way_aborts_never_a_wrong_sum(fault: str) -
     assert_aborted(setup, "PARTIAL_INPUT")
 
 
+@pytest.mark.property("P7")
 def test_B1_stream_cut_short_is_rejected_at_the_deadline() -> None:
     setup = setup_round(dim=11, chunk_elems=4)
     rr = run(setup, to_server=tamper(5, MaskedInputChunk, lambda m: m if m.index < 2 else None))
@@ -254,6 +260,7 @@ def test_B1_stream_cut_short_is_rejected_at_the_deadline() -> None:
     assert_exact(setup, everyone_but(setup, 5))
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("modulus", [1_000_003, 1 << 24], ids=["prime", "2^24"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["one-chunk", "chunked"])
 def test_B1_element_not_below_modulus_rejects_client(modulus: int, chunked: bool) -> None:
@@ -276,6 +283,7 @@ def test_B1_element_not_below_modulus_rejects_client(modulus: int, chunked: bool
     assert_exact(setup, everyone_but(setup, 2))
 
 
+@pytest.mark.property("P7")
 def test_B1_largest_ring_element_passes_the_range_check() -> None:
     """modulus - 1 is a ring element: the chunk is accepted (the check sits exactly at the modulus). The
     changed value then makes the aggregate leave the honest range, which the server notices at the end."""
@@ -321,6 +329,7 @@ B3_FAULTS: dict[str, Callable[[UnmaskResponse], Any]] = {
 }
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize("fault", sorted(B3_FAULTS))
 def test_B3_malformed_unmask_response_rejects_responder(fault: str, mode: Mode) -> None:
@@ -333,6 +342,7 @@ def test_B3_malformed_unmask_response_rejects_responder(fault: str, mode: Mode) 
     assert setup.server.result is not None and setup.server.result.dropped == (8,)
 
 
+@pytest.mark.property("P7")
 def test_B3_rejections_below_threshold_abort_cleanly() -> None:
     """Two of the t + 1 responders send garbage: t - 1 good ones remain, so the round aborts, typed."""
     setup = setup_round(n=6, t=4, drop_at={5: Stage.UNMASK})
@@ -357,6 +367,7 @@ def _random_response(draw: st.DrawFn, resp: UnmaskResponse) -> UnmaskResponse:
     return UnmaskResponse(resp.session_id, seed, key)
 
 
+@pytest.mark.property("P7")
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_B3_random_unmask_responses_never_crash_or_corrupt(data: st.DataObject) -> None:
@@ -391,6 +402,7 @@ def _corrupt_owner(owner: int, *, key: bool = False, delta: int = 1, limb: int =
     return fn
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_B4_corrupted_seed_share_is_detected_and_set_aside(mode: Mode) -> None:
     setup = setup_round(mode=mode)
@@ -400,6 +412,7 @@ def test_B4_corrupted_seed_share_is_detected_and_set_aside(mode: Mode) -> None:
     assert_exact(setup, setup.config.participants)
 
 
+@pytest.mark.property("P6")
 def test_B4_corrupted_mask_key_share_is_detected_and_set_aside() -> None:
     setup = setup_round(drop_at={7: Stage.MASKED_INPUT})
     rr = run(setup, to_server=tamper(1, UnmaskResponse, _corrupt_owner(7, key=True, limb=15, delta=P - 1)))
@@ -407,6 +420,7 @@ def test_B4_corrupted_mask_key_share_is_detected_and_set_aside() -> None:
     assert_exact(setup, everyone_but(setup, 7))
 
 
+@pytest.mark.property("P6")
 def test_B4_crafted_in_range_corruption_is_caught_by_the_commitment() -> None:
     """A shift of 1/lambda_i changes the reconstructed limb by exactly one, so the limb range filter passes;
     only the check against the seed commitment can notice. The sum must still be exact."""
@@ -419,6 +433,7 @@ def test_B4_crafted_in_range_corruption_is_caught_by_the_commitment() -> None:
     assert_exact(setup, setup.config.participants)
 
 
+@pytest.mark.property("P6")
 def test_B4_crafted_in_range_corruption_really_passes_the_limb_filter() -> None:
     """Control for the test above: the crafted shift does survive a plain reconstruction (wrong secret)."""
     rng = DeterministicRandom(5)
@@ -431,12 +446,14 @@ def test_B4_crafted_in_range_corruption_really_passes_the_limb_filter() -> None:
     assert got[14:16] == (int.from_bytes(secret.expose_secret()[14:16], "big") + 1).to_bytes(2, "big")
 
 
+@pytest.mark.property("P6")
 def test_B4_corruption_with_only_t_responders_aborts_never_a_wrong_sum() -> None:
     setup = setup_round(n=6, t=4, drop_at={5: Stage.UNMASK, 6: Stage.UNMASK})
     run(setup, to_server=tamper(2, UnmaskResponse, _corrupt_owner(1, delta=12345)))
     assert_aborted(setup, "CORRUPT_SHARES")
 
 
+@pytest.mark.property("P6")
 def test_B4_too_many_corrupt_responders_abort() -> None:
     """Five of eight responders corrupt the same owner's share with unrelated errors: only three good
     shares remain (t = 4), so no subset reconstructs a seed that matches its commitment."""
@@ -451,6 +468,7 @@ def test_B4_too_many_corrupt_responders_abort() -> None:
     assert_aborted(setup, "CORRUPT_SHARES")
 
 
+@pytest.mark.property("P6")
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     corrupt=st.dictionaries(
@@ -498,6 +516,7 @@ DUP_KINDS: list[tuple[str, type, Mode, int | None]] = [
 ]
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize(("name", "kind", "mode", "chunk"), DUP_KINDS, ids=[d[0] for d in DUP_KINDS])
 def test_B5_identical_duplicate_is_idempotent(name: str, kind: type, mode: Mode, chunk: int | None) -> None:
     setup = setup_round(mode=mode, dim=7, chunk_elems=chunk, drop_at={8: Stage.MASKED_INPUT})
@@ -540,6 +559,7 @@ CONFLICTS: list[tuple[str, type, Mode, int | None, Callable[[Any], Any]]] = [
 ]
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize(("name", "kind", "mode", "chunk", "change"), CONFLICTS, ids=[c[0] for c in CONFLICTS])
 def test_B5_conflicting_duplicate_is_rejected_and_the_first_stands(
     name: str, kind: type, mode: Mode, chunk: int | None, change: Callable[[Any], Any]
@@ -553,6 +573,7 @@ def test_B5_conflicting_duplicate_is_rejected_and_the_first_stands(
     assert_exact(setup, everyone_but(setup, 8))
 
 
+@pytest.mark.property("P7")
 def test_B5_repeated_chunk_of_another_dtype_is_a_conflict_not_a_crash() -> None:
     setup = setup_round(dim=7, chunk_elems=3)
 
@@ -564,6 +585,7 @@ def test_B5_repeated_chunk_of_another_dtype_is_a_conflict_not_a_crash() -> None:
     assert_exact(setup, setup.config.participants)
 
 
+@pytest.mark.property("P7")
 def test_B5_changed_chunk_after_a_complete_input_changes_nothing() -> None:
     setup = setup_round(dim=7)
     rr = run(setup, to_server=tamper(1, MaskedInputChunk, lambda m: [m, _changed_chunk(m)]))
@@ -571,6 +593,7 @@ def test_B5_changed_chunk_after_a_complete_input_changes_nothing() -> None:
     assert_exact(setup, setup.config.participants)
 
 
+@pytest.mark.property("P3")
 def test_B5_duplicated_server_messages_do_not_double_count() -> None:
     """The network delivers every server message twice: clients answer identical retries identically
     (or ignore them), and the server's sum counts each input once."""
@@ -602,6 +625,7 @@ def _with_earlier(kind_now: type, earlier: dict[int, list[ClientMessage]]) -> To
     return hook
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize("kind_now", [ShareKeys, MaskedInputChunk, UnmaskResponse], ids=lambda k: k.__name__)
 def test_B6_message_for_an_earlier_stage_is_rejected_without_effect(kind_now: type, mode: Mode) -> None:
@@ -624,6 +648,7 @@ def _recorded_messages(setup: SimulationSetup) -> dict[tuple[int, type], list[Cl
     return out
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("kind", [ShareKeys, MaskedInputChunk, UnmaskResponse], ids=lambda k: k.__name__)
 def test_B6_message_from_another_session_is_rejected(kind: type) -> None:
     """Client 2's message of the same stage from another round (other keys, same run) arrives first."""
@@ -639,6 +664,7 @@ def test_B6_message_from_another_session_is_rejected(kind: type) -> None:
         assert_exact(setup, everyone_but(setup, 2))
 
 
+@pytest.mark.property("P7")
 def test_B6_advertisement_for_another_round_is_rejected() -> None:
     other = _recorded_messages(setup_round(seed=11, round_=5))
     setup = setup_round(seed=11)
@@ -647,6 +673,7 @@ def test_B6_advertisement_for_another_round_is_rejected() -> None:
     assert_exact(setup, everyone_but(setup, 2))
 
 
+@pytest.mark.property("P7", "P11")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_B6_messages_after_completion_change_nothing(mode: Mode) -> None:
     setup = setup_round(mode=mode, drop_at={8: Stage.MASKED_INPUT})
@@ -682,6 +709,7 @@ def test_B6_messages_after_completion_change_nothing(mode: Mode) -> None:
         assert client.state is ClientState.DONE
 
 
+@pytest.mark.property("P7")
 def test_B6_messages_after_an_abort_change_nothing() -> None:
     setup = setup_round(n=5, t=4, drop_at={4: Stage.MASKED_INPUT, 5: Stage.MASKED_INPUT})
     sent: list[tuple[int, ClientMessage]] = []
@@ -741,6 +769,7 @@ B7_FAULTS = [
 ]
 
 
+@pytest.mark.property("P7")
 @pytest.mark.parametrize("fault", B7_FAULTS)
 def test_B7_shares_to_wrong_recipients_reject_the_sender(fault: str) -> None:
     setup = setup_round(n=8, k=4, t=3)  # a Harary graph: every client has 4 neighbours, 3 strangers
@@ -764,6 +793,7 @@ def test_B7_shares_to_wrong_recipients_reject_the_sender(fault: str) -> None:
 # ---------------------------------------------------------------- B8 inner id differs from the sender
 
 
+@pytest.mark.property("P7", "P13")
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_B8_advertisement_claiming_another_id_is_rejected(mode: Mode) -> None:
     setup = setup_round(mode=mode)
@@ -784,6 +814,7 @@ def test_B8_advertisement_claiming_another_id_is_rejected(mode: Mode) -> None:
     assert_exact(setup, everyone_but(setup, 3))
 
 
+@pytest.mark.property("P7", "P13")
 def test_B8_relabelled_advertisement_is_rejected() -> None:
     setup = setup_round()
     relabel = tamper(4, AdvertiseKeys, lambda m: replace(m, advertisement=replace(m.advertisement, client_id=5)))
@@ -792,6 +823,7 @@ def test_B8_relabelled_advertisement_is_rejected() -> None:
     assert_exact(setup, everyone_but(setup, 4))
 
 
+@pytest.mark.property("P7", "P13")
 def test_B8_sender_outside_the_round_is_rejected_without_state_change() -> None:
     setup = setup_round(n=4, t=2)
     srv = setup.server
@@ -809,6 +841,7 @@ def test_B8_sender_outside_the_round_is_rejected_without_state_change() -> None:
 # ---------------------------------------------------------------- B9 capacity and clipping
 
 
+@pytest.mark.property("P4")
 def test_B9_capacity_is_refused_when_the_config_is_built() -> None:
     base: dict[str, Any] = dict(run_id="r", round=0, mode=Mode.SEMI_HONEST, k=3, t=2, graph_seed=bytes(32), dim=4)
     four = (1, 2, 3, 4)
@@ -837,6 +870,7 @@ EXTREMES = [
 ]
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("sign", [+1, -1], ids=["plus", "minus"])
 @pytest.mark.parametrize(("modulus", "n", "max_weight", "bits"), EXTREMES)
 def test_B9_sum_at_the_extremes_is_exact(modulus: int, n: int, max_weight: int, bits: int, sign: int) -> None:
@@ -863,6 +897,7 @@ def test_B9_sum_at_the_extremes_is_exact(modulus: int, n: int, max_weight: int, 
     assert np.allclose(res.mean, sign * 0.5, rtol=0, atol=1e-12)
 
 
+@pytest.mark.property("P6")
 def test_B9_inputs_outside_the_clip_range_are_clipped() -> None:
     setup = setup_round(n=4, t=2, dim=6, clip=2.0, bits=20)
     vectors = {
@@ -887,6 +922,7 @@ def test_B9_inputs_outside_the_clip_range_are_clipped() -> None:
     assert res.mean[0] == pytest.approx(2.0, abs=1e-12) and res.mean[1] == pytest.approx(-2.0, abs=1e-12)
 
 
+@pytest.mark.property("P8")
 def test_B9_weight_outside_its_range_is_refused_by_the_client() -> None:
     """A weight above max_weight would break the capacity bound: the client refuses to mask it, aborts its
     own round (secrets erased, BAD_INPUT) and the others' sum is exact without it."""
@@ -901,6 +937,7 @@ def test_B9_weight_outside_its_range_is_refused_by_the_client() -> None:
     assert_exact(setup, tuple(c for c in setup.config.participants if c != 2))
 
 
+@pytest.mark.property("P6")
 def test_B9_server_refuses_an_aggregate_outside_the_honest_range() -> None:
     """A client that adds a large value to its masked vector pushes the sum outside what honest inputs can
     reach (here: the weight coordinate): typed abort, not a wrong mean."""
@@ -918,6 +955,7 @@ def test_B9_server_refuses_an_aggregate_outside_the_honest_range() -> None:
 # ---------------------------------------------------------------- sanity of the harness itself
 
 
+@pytest.mark.property("P6")
 def test_harness_detects_a_wrong_sum() -> None:
     """assert_exact would notice a sum that is off by one in one coordinate, or a wrong survivor set."""
     setup = setup_round(n=4, t=2)

@@ -137,6 +137,7 @@ def pick(seed: int, ids: Iterable[int], count: int) -> list[int]:
 # ---------------------------------------------------------------- C1-C4 single dropouts
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 def test_C1_dropout_before_key_advertisement_continues_without_it(mode: Mode) -> None:
     setup = make_round(mode=mode, drop_at={3: Stage.ADVERTISE_KEYS})
@@ -147,6 +148,7 @@ def test_C1_dropout_before_key_advertisement_continues_without_it(mode: Mode) ->
     assert rr.server._u1 == tuple(c for c in range(1, N + 1) if c != 3)
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 def test_C1b_dropout_after_advertising_before_sharing_continues(mode: Mode) -> None:
     setup = make_round(mode=mode, drop_at={6: Stage.SHARE_KEYS})
@@ -157,6 +159,7 @@ def test_C1b_dropout_after_advertising_before_sharing_continues(mode: Mode) -> N
     assert seeds[6] == 0 and keys[6] == 0
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 def test_C2_dropout_after_sharing_removes_its_pairwise_masks(mode: Mode) -> None:
     setup = make_round(mode=mode, drop_at={2: Stage.MASKED_INPUT, 7: Stage.MASKED_INPUT})
@@ -168,6 +171,7 @@ def test_C2_dropout_after_sharing_removes_its_pairwise_masks(mode: Mode) -> None
     assert_no_double_reveal(setup)
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 def test_C3_dropout_after_masked_input_keeps_its_input(mode: Mode) -> None:
     late = Stage.CONSISTENCY_CHECK if mode is Mode.HARDENED else Stage.UNMASK
@@ -178,6 +182,7 @@ def test_C3_dropout_after_masked_input_keeps_its_input(mode: Mode) -> None:
     assert seeds[4] == N - 1 and not keys  # 4's seed came from the others' shares
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 def test_C4_dropouts_during_unmasking_with_enough_responders_continue(mode: Mode) -> None:
     t = THRESHOLD[mode]
@@ -198,6 +203,7 @@ def _matrix_cases() -> list[tuple[Mode, Stage, int]]:
     return [(mode, stage, d) for mode in Mode for stage in STAGES[mode] for d in range(N + 1)]
 
 
+@pytest.mark.property("P6", "P9", "P11")
 @pytest.mark.parametrize(
     ("mode", "stage", "drops"),
     _matrix_cases(),
@@ -240,6 +246,7 @@ def test_dropout_matrix(mode: Mode, stage: Stage, drops: int) -> None:
 # ---------------------------------------------------------------- C5 threshold boundary, explicitly
 
 
+@pytest.mark.property("P6", "P9", "P11")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 @pytest.mark.parametrize(("n", "t"), [(5, 3), (7, 6), (9, 6)])
 def test_C5_exactly_t_survivors_succeed_and_t_minus_1_abort_at_every_stage(mode: Mode, n: int, t: int) -> None:
@@ -264,6 +271,7 @@ def test_C5_exactly_t_survivors_succeed_and_t_minus_1_abort_at_every_stage(mode:
                 assert_nothing_revealed(setup)
 
 
+@pytest.mark.property("P3", "P11")
 def test_C5_client_never_reveals_when_the_request_leaves_fewer_than_t() -> None:
     """Even if the server asked anyway, a client whose alive neighbours are fewer than t - 1 refuses."""
     setup = make_round(n=6, t=4)
@@ -282,6 +290,7 @@ def test_C5_client_never_reveals_when_the_request_leaves_fewer_than_t() -> None:
 # ---------------------------------------------------------------- C6 minimum aggregate size
 
 
+@pytest.mark.property("P10", "P11")
 @pytest.mark.parametrize("stage", [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT])
 def test_C6_all_but_one_dropped_aborts(stage: Stage) -> None:
     setup = make_round(n=5, t=2, drop_at=dict.fromkeys([1, 2, 4, 5], stage))
@@ -290,6 +299,7 @@ def test_C6_all_but_one_dropped_aborts(stage: Stage) -> None:
     assert_nothing_revealed(setup)
 
 
+@pytest.mark.property("P10", "P11")
 def test_C6_min_aggregate_above_threshold_aborts_with_enough_shares() -> None:
     """t = 2 survivors could unmask, but the configured minimum aggregate is 4: abort, nothing revealed."""
     setup = make_round(n=6, t=2, min_aggregate=4, drop_at=dict.fromkeys([1, 2, 3], Stage.MASKED_INPUT))
@@ -301,6 +311,7 @@ def test_C6_min_aggregate_above_threshold_aborts_with_enough_shares() -> None:
     assert_exact(ok, [3, 4, 5, 6], dropped=[1, 2])
 
 
+@pytest.mark.property("P10")
 def test_C6_client_refuses_when_declared_all_but_alone() -> None:
     """A server that declares every other client dropped gets no share: the client's own floor applies."""
     setup = make_round(n=5, t=2)
@@ -423,6 +434,7 @@ def test_clock_matches_the_in_process_network() -> None:
 # ---------------------------------------------------------------- C7 a client slower than the deadline
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize(
     ("mode", "stage"), [(m, s) for m in Mode for s in STAGES[m]], ids=lambda x: getattr(x, "value", x)
 )
@@ -470,6 +482,7 @@ def _collect_name(stage: Stage) -> str:
     }[stage]
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize("stage", [Stage.SHARE_KEYS, Stage.MASKED_INPUT])
 def test_C7_late_message_itself_closes_the_overdue_stage(stage: Stage) -> None:
     """No poll happened yet: the late message's arrival time is past the deadline, so the server first
@@ -493,6 +506,7 @@ def _next_stage(stage: Stage) -> Stage:
     return order[order.index(stage) + 1]
 
 
+@pytest.mark.property("P6", "P9")
 def test_C7_every_stage_slow_round_ends_at_the_sum_of_deadlines() -> None:
     """One slow client per stage: each stage closes at its own deadline; the round ends by the sum of the
     stage timeouts (in injected time), with exactly the clients that met every deadline."""
@@ -513,6 +527,7 @@ def test_C7_every_stage_slow_round_ends_at_the_sum_of_deadlines() -> None:
     assert_exact(setup, [4, 5, 6, 7, 8], dropped=[3])
 
 
+@pytest.mark.property("P6", "P9", "P11")
 def test_C7_deadline_with_too_few_answers_aborts_at_the_deadline() -> None:
     setup = make_round(n=5, t=4, timeouts=TIMEOUTS)
     clock = Clock(setup, hold=lambda cid, msg: cid in (4, 5) and _reply_stage(msg) is Stage.MASKED_INPUT)
@@ -546,6 +561,7 @@ def _fresh_session(setup: SimulationSetup, cid: int, ledger: MemoryLedger | None
     )
 
 
+@pytest.mark.property("P6", "P9")
 @pytest.mark.parametrize(
     ("restart_before", "in_sum"),
     [(Stage.SHARE_KEYS, False), (Stage.MASKED_INPUT, False), (Stage.UNMASK, True)],
@@ -574,6 +590,7 @@ def test_C10_restarted_client_counts_as_dropout(restart_before: Stage, in_sum: b
     assert_no_double_reveal(setup)
 
 
+@pytest.mark.property("P6", "P9")
 def test_C10_restarted_client_cannot_rejoin_with_new_keys() -> None:
     """After a restart the silo sees the setup again and advertises fresh keys: the server, past the key
     stage, rejects them; the round's session (and its sum) is unaffected."""
@@ -597,6 +614,7 @@ def test_C10_restarted_client_cannot_rejoin_with_new_keys() -> None:
     assert 6 not in {cid for cid, m in clock.received if isinstance(m, UnmaskRequest)}
 
 
+@pytest.mark.property("P5")
 def test_C10_restarted_client_with_persistent_ledger_refuses_to_contribute_twice() -> None:
     """The ledger survives the restart: a silo whose masked input already left will not set up again."""
     ledger = MemoryLedger()
@@ -614,6 +632,7 @@ def test_C10_restarted_client_with_persistent_ledger_refuses_to_contribute_twice
 # ---------------------------------------------------------------- a survivor that missed the last exchange
 
 
+@pytest.mark.property("P9", "P11")
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
 def test_survivor_whose_last_exchange_was_lost_learns_that_the_round_completed(mode: Mode) -> None:
     """Client 3's masked input is in the sum, but its consistency signature (hardened) or its unmask request

@@ -24,6 +24,7 @@ def _setup(budget: int | None, n: int = 5, dim: int = 100, chunk: int = 30):  # 
     return setup
 
 
+@pytest.mark.property("P6")
 @pytest.mark.parametrize("budget", [None, 0, 404])
 def test_chunked_inputs_sum_exactly_staged_or_direct(budget: int | None) -> None:
     setup = _setup(budget)
@@ -45,6 +46,7 @@ def _break_third_chunk_of(victim: int):  # type: ignore[no-untyped-def]
     return hook
 
 
+@pytest.mark.property("P7")
 def test_staged_stream_failing_midway_is_rejected_and_round_continues() -> None:
     setup = _setup(None)
     run(setup, to_server=_break_third_chunk_of(2))
@@ -54,6 +56,7 @@ def test_staged_stream_failing_midway_is_rejected_and_round_continues() -> None:
     assert np.array_equal(res.sum, want) and total == res.total_weight
 
 
+@pytest.mark.property("P6")
 def test_direct_stream_failing_midway_aborts_instead_of_a_wrong_sum() -> None:
     setup = _setup(0)
     run(setup, to_server=_break_third_chunk_of(2))
@@ -61,6 +64,7 @@ def test_direct_stream_failing_midway_aborts_instead_of_a_wrong_sum() -> None:
     assert setup.server.error is not None and setup.server.error.code == "PARTIAL_INPUT"
 
 
+@pytest.mark.property("P6")
 def test_direct_stream_cut_off_aborts_at_the_deadline() -> None:
     setup = _setup(0)
 
@@ -74,6 +78,7 @@ def test_direct_stream_cut_off_aborts_at_the_deadline() -> None:
     assert setup.server.error is not None and setup.server.error.code == "PARTIAL_INPUT"
 
 
+@pytest.mark.property("P6")
 def test_budget_for_one_stream_stages_the_first_and_streams_the_rest_directly() -> None:
     """404 bytes = one staged vector of 101 uint32: the first client is staged, later ones go direct."""
     setup = _setup(404)

@@ -40,6 +40,7 @@ def _pinned(name: str) -> dict[str, Any]:
     return next(c for c in load_vectors("transcript")["cases"] if c["name"] == name)
 
 
+@pytest.mark.property("P12")
 def test_vector_file_is_what_the_generator_writes() -> None:
     assert (VECTORS / "transcript.json").read_text() == regenerate("transcript")
 
@@ -53,6 +54,7 @@ def test_cases_cover_both_modes_and_the_interesting_paths() -> None:
     assert any(int(c["modulus"]) == 1 << 64 for c in pinned)
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize("case", CASES, ids=NAMES)
 def test_two_runs_are_byte_identical_and_match_the_file(case: dict[str, Any]) -> None:
     setup_a, first = GEN.record(case)
@@ -90,6 +92,7 @@ def test_transcript_entries_are_canonical_messages(case: dict[str, Any]) -> None
         assert encode_message(decode_message(blob)) == blob
 
 
+@pytest.mark.property("P12")
 @pytest.mark.parametrize("case", CASES, ids=NAMES)
 def test_server_is_a_function_of_what_it_received(case: dict[str, Any]) -> None:
     """Replay the recorded client messages into a fresh server (closing a stage when the next message
@@ -150,6 +153,7 @@ def test_digest_framing_is_unambiguous() -> None:
     assert len({GEN.transcript_digest(x) for x in (a, b, c)}) == 3
 
 
+@pytest.mark.property("P11")
 def test_vector_file_is_plain_json_without_secrets() -> None:
     """Only public values are pinned: digests, ids, counts and the public aggregate."""
     data = json.loads((VECTORS / "transcript.json").read_text())
