@@ -25,6 +25,7 @@ from secagg.protocol.messages import (
     ConsistencySignature,
     RoundComplete,
     ServerAbort,
+    SharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -38,13 +39,19 @@ def masked_round(
     seed: int,
     policy: ClientPolicy,
     drop_at: Mapping[int, Stage] | None = None,
+    withhold: Mapping[int, Iterable[int]] | None = None,
 ) -> SimulationSetup:
-    """A hardened round run honestly until every live client sent its masked input, then frozen: no
-    consistency request, no abort and no completion reaches any client, so each keeps its secrets."""
+    """A hardened round run until every live client sent its masked input, then frozen: no consistency
+    request, no abort and no completion reaches any client, so each keeps its secrets. `withhold` makes the
+    server lie in the shares stage: recipient -> senders whose share ciphertexts it does not deliver to that
+    recipient, so live sets become asymmetric (v in L_h while h is not in L_v)."""
     assert cfg.mode is Mode.HARDENED
     setup = build(cfg, seed=seed, policy=policy, drop_at=dict(drop_at or {}))
+    kept = {c: set(w) for c, w in (withhold or {}).items()}
 
-    def hold(_: int, msg: object) -> object:
+    def hold(cid: int, msg: object) -> object:
+        if isinstance(msg, SharesDelivery) and cid in kept:
+            return SharesDelivery(msg.session_id, tuple(p for p in msg.ciphertexts if p[0] not in kept[cid]))
         return None if isinstance(msg, (ConsistencyRequest, UnmaskRequest, ServerAbort, RoundComplete)) else msg
 
     run(setup, to_client=hold)  # type: ignore[arg-type]

@@ -82,6 +82,7 @@ def _audits(run_audit: list[Audit], event: str) -> list[Audit]:
 # ------------------------------------------------------------------------------------------------ A1
 
 
+@pytest.mark.property("P1", "P2", "P3", "P11")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("listing", ["alive-peer-also-dropped", "dropped-peer-also-alive"])
 def test_A1_peer_in_both_alive_and_dropped_lists_aborts(mode: Mode, listing: str) -> None:
@@ -107,6 +108,7 @@ def test_A1_peer_in_both_alive_and_dropped_lists_aborts(mode: Mode, listing: str
 # ------------------------------------------------------------------------------------------------ A2
 
 
+@pytest.mark.property("P1", "P2", "P3", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A2_second_unmask_request_with_other_partition_is_refused(mode: Mode) -> None:
     """After answering one partition, a request that moves a peer from alive to dropped is refused: the
@@ -136,6 +138,7 @@ def test_A2_second_unmask_request_with_other_partition_is_refused(mode: Mode) ->
     assert_exact_sum(setup, _others(5))
 
 
+@pytest.mark.property("P3")
 @pytest.mark.parametrize("mode", MODES)
 def test_A2_identical_retry_gets_the_identical_answer(mode: Mode) -> None:
     """A retried (identical) unmask request is answered with byte-identical shares, nothing more."""
@@ -181,6 +184,7 @@ A3_LIES: dict[str, tuple[Callable[[UnmaskRequest], UnmaskRequest], str]] = {
 }
 
 
+@pytest.mark.property("P1", "P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("lie", sorted(A3_LIES))
 def test_A3_bad_unmask_lists_abort_before_any_share_leaves(mode: Mode, lie: str) -> None:
@@ -197,6 +201,7 @@ def test_A3_bad_unmask_lists_abort_before_any_share_leaves(mode: Mode, lie: str)
     assert_exact_sum(setup, _others(_EARLIER))
 
 
+@pytest.mark.property("P1", "P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A3_participant_outside_the_neighbourhood_aborts(mode: Mode) -> None:
     """Sparse graph: naming a participant that is not a neighbour of the client is a lie."""
@@ -210,6 +215,7 @@ def test_A3_participant_outside_the_neighbourhood_aborts(mode: Mode) -> None:
     assert_exact_sum(setup, cfg.participants)
 
 
+@pytest.mark.property("P10", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A3_survivors_below_the_minimum_aggregate_abort(mode: Mode) -> None:
     """Complete graph: a partition leaving t survivors but fewer than the minimum aggregate size (the
@@ -276,6 +282,7 @@ A4_FORGERIES = {
 }
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize("forgery", sorted(A4_FORGERIES))
 def test_A4_different_survivor_sets_for_different_clients_abort(forgery: str) -> None:
     """Hardened: the server cannot show the target alive to some clients and dropped to others."""
@@ -312,6 +319,7 @@ def test_A4_different_survivor_sets_for_different_clients_abort(forgery: str) ->
     never_both_shares(setup.clients.values())
 
 
+@pytest.mark.property("P2")
 def test_A4_server_rejects_signatures_over_another_survivor_set() -> None:
     """The honest server rejects consistency signatures over a set other than its U3; those clients get
     no unmask request, and the round completes over U3 with the t signatures that do match."""
@@ -349,6 +357,7 @@ def _a5_substitute(how: str, setup: Any, peer: int) -> Callable[[KeysBroadcast],
     return change
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize(
     "how", ["mask-key-replaced", "enc-key-replaced", "signed-by-non-roster-key", "signed-by-another-member"]
 )
@@ -363,6 +372,7 @@ def test_A5_substituted_peer_keys_abort_in_hardened_mode(how: str) -> None:
     assert_exact_sum(setup, _others(VICTIM))
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("which", ["enc_public", "mask_public"])
 def test_A5_own_keys_substituted_abort(mode: Mode, which: str) -> None:
@@ -388,6 +398,7 @@ def _roster_policy() -> ClientPolicy:
     return ClientPolicy(corrupt_fraction=0, dropout_fraction=0, require_derived_degree=False, roster=roster)
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("sybil_set", ["added", "replacing-a-member"])
 def test_A6_sybil_participant_not_in_roster_aborts_at_setup(mode: Mode, sybil_set: str) -> None:
@@ -406,6 +417,7 @@ def test_A6_sybil_participant_not_in_roster_aborts_at_setup(mode: Mode, sybil_se
     assert_exact_sum(setup, _others(VICTIM))
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A6_sybil_advertisement_in_the_broadcast_aborts(mode: Mode) -> None:
     """Keys from an identity that is not a participant (a sybil) in the broadcast: abort, no share made."""
@@ -460,6 +472,7 @@ def _a7_client(policy: ClientPolicy = A7_POLICY) -> ClientSession:
     return ClientSession(1, rng=DeterministicRandom(b"a7-client"), policy=policy, input=vec)
 
 
+@pytest.mark.property("P2", "P4")
 def test_A7_the_honest_configuration_is_accepted() -> None:
     """Control: the same silo and policy take part when nothing is downgraded."""
     client = _a7_client()
@@ -469,6 +482,7 @@ def test_A7_the_honest_configuration_is_accepted() -> None:
     assert client.state is ClientState.ADVERTISED and client.holds_round_secrets
 
 
+@pytest.mark.property("P2", "P4", "P11")
 @pytest.mark.parametrize("downgrade", sorted(A7_DOWNGRADES))
 def test_A7_parameter_downgrade_is_refused_at_setup(downgrade: str) -> None:
     """t, n, modulus, clip, DP noise, mode, minimum aggregate, dimension or graph degree below policy."""
@@ -483,6 +497,7 @@ def test_A7_parameter_downgrade_is_refused_at_setup(downgrade: str) -> None:
     assert client.config is None  # the refused configuration was never adopted
 
 
+@pytest.mark.property("P2", "P4", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A7_downgrade_shown_to_one_silo_is_refused_and_the_rest_continue(mode: Mode) -> None:
     """In a live round: the one silo shown a wider clip range than its policy allows refuses at setup;
@@ -545,6 +560,7 @@ def _sid_lies(mode: Mode) -> dict[str, tuple[type, Callable[[Any], Any], str, bo
     return lies
 
 
+@pytest.mark.property("P2", "P4", "P11")
 @pytest.mark.parametrize(
     ("mode", "lie"),
     [(m, name) for m in MODES for name in sorted(_sid_lies(m))],
@@ -615,6 +631,7 @@ A9_CASES = [
 ]
 
 
+@pytest.mark.property("P2", "P4", "P11")
 @pytest.mark.parametrize(("mode", "level", "code_b", "code_a", "server_code"), A9_CASES)
 def test_A9_different_models_to_different_clients_abort_without_aggregate(
     mode: Mode, level: int, code_b: str, code_a: str, server_code: str
@@ -641,6 +658,7 @@ def test_A9_different_models_to_different_clients_abort_without_aggregate(
         assert rejected == list(group_b)
 
 
+@pytest.mark.property("P2", "P4")
 @pytest.mark.parametrize("mode", MODES)
 def test_A9_minority_shown_another_model_is_left_out_of_the_aggregate(mode: Mode) -> None:
     """If enough silos share the real model, the round completes over exactly them: the silos shown
@@ -671,6 +689,7 @@ def _rejoin(setup: Any, client_id: int, seed: bytes) -> ClientSession:
     )
 
 
+@pytest.mark.property("P5", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A10_same_round_set_up_again_after_masked_input_is_refused(mode: Mode) -> None:
     """The server withholds the unmask step, lets the round fail, then sets the same (run, round) up
@@ -698,6 +717,7 @@ def test_A10_same_round_set_up_again_after_masked_input_is_refused(mode: Mode) -
     assert isinstance(reply, AdvertiseKeys)
 
 
+@pytest.mark.property("P5", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A10_rerun_of_a_completed_round_gets_no_contribution(mode: Mode) -> None:
     """A whole second server session for a (run, round) that already completed: no silo advertises keys,
@@ -715,6 +735,7 @@ def test_A10_rerun_of_a_completed_round_gets_no_contribution(mode: Mode) -> None
         assert_aborted(again.clients[c], "ALREADY_CONTRIBUTED", wire, refusal=True)
 
 
+@pytest.mark.property("P5", "P11")
 @pytest.mark.parametrize("mode", MODES)
 def test_A10_setup_replayed_into_a_live_session_aborts(mode: Mode) -> None:
     """A SetupRequest replayed to a session that already sent its masked input is illegal there."""
@@ -760,6 +781,7 @@ class _ShareShuffler:
         return dataclasses.replace(msg, ciphertexts=tuple(sorted(cts.items())))
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("how", ["reflected", "sender-relabelled", "recipient-relabelled", "bit-flipped"])
 def test_A11_reflected_or_relabelled_share_ciphertext_aborts(mode: Mode, how: str) -> None:
@@ -777,6 +799,7 @@ def test_A11_reflected_or_relabelled_share_ciphertext_aborts(mode: Mode, how: st
 # ------------------------------------------------------------------------------------------------ A12
 
 
+@pytest.mark.property("P2", "P11")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("which", ["enc_public", "mask_public"])
 @pytest.mark.parametrize("bad", range(len(LOW_ORDER_KEYS)))
@@ -796,6 +819,7 @@ def test_A12_low_order_peer_key_in_the_broadcast_aborts(mode: Mode, which: str, 
     assert_exact_sum(setup, _others(VICTIM))
 
 
+@pytest.mark.property("P2", "P7")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("which", ["enc_public", "mask_public"])
 @pytest.mark.parametrize("bad", range(len(LOW_ORDER_KEYS)))
@@ -828,6 +852,7 @@ def test_A12_client_advertising_a_low_order_key_is_rejected_and_the_round_contin
     assert setup.server.result is not None and rogue not in setup.server.result.dropped
 
 
+@pytest.mark.property("P2")
 def test_A12_every_test_key_is_refused_by_x25519_agreement() -> None:
     """Sanity of the test data: X25519 with any key of LOW_ORDER_KEYS gives no shared secret."""
     pair = X25519KeyPair.generate(DeterministicRandom(b"a12"))
@@ -837,6 +862,7 @@ def test_A12_every_test_key_is_refused_by_x25519_agreement() -> None:
             pair.agree(key)
 
 
+@pytest.mark.property("P2")
 def test_A12_key_check_refuses_exactly_the_keys_agreement_refuses() -> None:
     """The advertised-key check (client and server) refuses a key iff X25519 agreement with it yields no
     secret: every small-order key and encoding variant (top bit set, u + p), and no honest key."""

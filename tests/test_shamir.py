@@ -194,6 +194,7 @@ def test_a_randomised_share_is_detected_by_the_limb_check(seed: int, which: int)
         shamir.reconstruct(shares, 5)
 
 
+@pytest.mark.property("P6")
 def test_limb_check_catches_a_bit_flip_only_when_the_lagrange_coefficient_is_large() -> None:
     secret = bytes(range(32))
 
@@ -213,6 +214,7 @@ def test_limb_check_catches_a_bit_flip_only_when_the_lagrange_coefficient_is_lar
     assert wrong[:30] == secret[:30] and wrong != secret
 
 
+@pytest.mark.property("P6")
 def test_reconstruct_verified_skips_randomised_shares() -> None:
     secret = bytes(range(200, 232))
     xs = list(range(1, 11))
@@ -233,6 +235,7 @@ def test_reconstruct_verified_skips_randomised_shares() -> None:
     assert calls == [secret]
 
 
+@pytest.mark.property("P6")
 def test_reconstruct_verified_relies_on_verify_for_in_range_corruption() -> None:
     secret = bytes(range(32))
     xs = [1, 2, 3, 4, 5, 6]
@@ -414,6 +417,7 @@ def test_share_decoding_rejects_malformed_bytes() -> None:
             shamir.Share.from_bytes(patched)
 
 
+@pytest.mark.property("P11")
 def test_share_repr_hides_y_and_pickling_is_refused() -> None:
     share = shamir.split(SecretBytes(bytes(range(32))), [1, 2, 3], 2, DeterministicRandom(21))[0]
     assert all(v > 1000 for v in share.y)  # distinctive values, so a leak would show
@@ -477,6 +481,7 @@ def test_lagrange_coefficients_follow_the_given_order_and_cache_is_safe() -> Non
     assert sum(int(v) for v in perm) % P == 1  # the coefficients interpolate the constant 1
 
 
+@pytest.mark.property("P12")
 @settings(max_examples=15, deadline=None)
 @given(data=st.data(), secret=SECRET, seed=st.integers(0, 2**32))
 def test_split_and_reconstruct_agree_with_galois(gf: Any, data: st.DataObject, secret: bytes, seed: int) -> None:
@@ -565,6 +570,7 @@ def test_vector_file_is_reproducible() -> None:
     assert (VECTORS / "shamir.json").read_text() == regenerate("shamir")
 
 
+@pytest.mark.property("P12")
 def test_vectors_replay_and_reconstruct() -> None:
     vectors = load_vectors("shamir")
     assert vectors["field_modulus"] == P and vectors["share_bytes"] == 68

@@ -144,6 +144,35 @@ def test_one_quorum_set_that_isolates_the_target_reveals_nothing_of_it(n: int, k
     never_both_shares(setup.clients.values())
 
 
+@pytest.mark.property("P2", "P3")
+@pytest.mark.parametrize(("n", "k", "t"), [(12, 11, 7), (30, 4, 3), (64, 6, 4)])
+def test_withheld_shares_and_one_isolating_set_reveal_nothing_of_the_target(n: int, k: int, t: int) -> None:
+    """Asymmetric live sets: the server withholds from the target the ciphertexts of all but t - 1 of its
+    neighbours (so those neighbours mask with the target and hold its shares, while the target masks only with
+    the t - 1), then puts its one quorum set on everyone but those t - 1. The t - 1 never answer; the others
+    hold at most k - (t - 1) shares of the target's self-mask seed, below t because 2t > k + 1."""
+    cfg = _config(n, k, t, 5)
+    hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of
+    target = 1
+    near = sorted(hood(target))
+    kept, withheld = near[: t - 1], near[t - 1 :]
+    setup = masked_round(cfg, seed=5, policy=HONEST_ONLY, withhold={target: withheld})
+    assert setup.clients[target]._live_neighbours == frozenset(kept)
+    assert all(target in setup.clients[h]._live_neighbours for h in withheld)
+    s = tuple(c for c in masked(setup) if c not in kept)
+    liar = LyingServer(setup)
+    for c in masked(setup):
+        if c != target:
+            liar.show(c, s)
+    for c in masked(setup):
+        if c != target:
+            liar.ask(c, s)
+    revealers = [c for c in masked(setup) if target in setup.clients[c].revealed_seed_owners]
+    assert set(revealers) <= set(withheld) and len(revealers) < t
+    assert leaked(setup) == []
+    never_both_shares(setup.clients.values())
+
+
 @pytest.mark.property("P2")
 def test_a_second_set_cannot_reach_the_quorum_once_one_has() -> None:
     """Two sets, each shown to half of the clients: neither reaches the quorum, so neither is answered; the
@@ -251,13 +280,20 @@ def _hardened_rounds(draw: st.DrawFn) -> tuple[RoundConfig, float, frozenset[int
 def test_a_lying_server_with_a_random_strategy_never_unmasks_an_honest_input(
     case: tuple[RoundConfig, float, frozenset[int], dict[int, Stage]], data: st.DataObject
 ) -> None:
-    """Random survivor sets per client (drawn from a few candidates, each a random subset of the clients
+    """Share ciphertexts withheld from random recipients (so v may be live for h while h is not for v),
+    random survivor sets per client (drawn from a few candidates, each a random subset of the clients
     with keys), any signatures it can get (every honest one it collected, every corrupt one forged), partitions
     that follow the set or are random, several requests per client: for no honest client does the server,
     with the corrupt clients' shares, obtain the self-mask seed together with every pairwise seed."""
     cfg, gamma, corrupt, drops = case
     policy = ClientPolicy(corrupt_fraction=gamma, dropout_fraction=0.0, require_derived_degree=False)
-    setup = masked_round(cfg, seed=data.draw(st.integers(0, 2**16), label="seed"), policy=policy, drop_at=drops)
+    # the liar may also withhold share ciphertexts from chosen recipients (asymmetric live sets)
+    withhold = data.draw(
+        st.dictionaries(st.sampled_from(cfg.participants), st.sets(st.sampled_from(cfg.participants)), max_size=4),
+        label="withheld ciphertexts",
+    )
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    setup = masked_round(cfg, seed=seed, policy=policy, drop_at=drops, withhold=withhold)
     everyone = masked(setup)
     assume(len(everyone) >= 2)
     advertised = sorted(setup.server._ads)
