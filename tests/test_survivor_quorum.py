@@ -31,7 +31,7 @@ from tests.protocol_helpers import never_both_shares
 HONEST_ONLY = ClientPolicy(corrupt_fraction=0.0, dropout_fraction=0.0, require_derived_degree=False)
 
 
-def _config(n: int, k: int, t: int, graph_seed: int) -> RoundConfig:
+def _config(n: int, k: int, t: int, graph_seed: int, min_aggregate: int = 2) -> RoundConfig:
     return RoundConfig(
         run_id="quorum",
         round=graph_seed,
@@ -43,6 +43,7 @@ def _config(n: int, k: int, t: int, graph_seed: int) -> RoundConfig:
         dim=3,
         max_weight=4,
         bits=8,
+        min_aggregate=min_aggregate,
     )
 
 
@@ -221,7 +222,7 @@ def test_the_quorum_counts_the_corrupt_clients_the_policy_assumes() -> None:
     forged corrupt signatures is refused when it is below that quorum."""
     n = 10
     policy = ClientPolicy(corrupt_fraction=0.2, dropout_fraction=0.0, require_derived_degree=False)
-    setup = masked_round(_config(n, 9, 6, 4), seed=4, policy=policy)  # max(t, Q) = Q = 7
+    setup = masked_round(_config(n, 9, 6, 4, min_aggregate=4), seed=4, policy=policy)  # max(t, Q) = Q = 7
     corrupt = frozenset({9, 10})
     liar = LyingServer(setup, corrupt=corrupt)
     everyone = tuple(masked(setup))
@@ -262,7 +263,7 @@ def _hardened_rounds(draw: st.DrawFn) -> tuple[RoundConfig, float, frozenset[int
         params.check_params(n, k, t, "hardened", gamma, delta)
     except ConfigurationError:
         assume(False)
-    cfg = _config(n, k, t, draw(st.integers(min_value=0, max_value=2**16)))
+    cfg = _config(n, k, t, draw(st.integers(min_value=0, max_value=2**16)), params.min_aggregate_floor(n, gamma))
     corrupt = frozenset(draw(st.sets(st.sampled_from(cfg.participants), max_size=params.max_corrupt(n, gamma))))
     drops = draw(
         st.dictionaries(

@@ -853,9 +853,15 @@ class Negatives:
         refuse_setup("setup-dimension", "policy expects D = 7 (D = 6)", "DIMENSION", expected_dim=7)
         refuse_setup(
             "setup-parameters",
-            "policy assumes half the clients corrupt: t = 2 does not exceed the 2 corrupt clients (SPEC 4)",
+            "policy assumes 3 of 5 clients may drop: t = 2 cannot be met by the 1 live neighbour left (SPEC 4)",
             "PARAMETERS",
-            corrupt_fraction=0.5,
+            dropout_fraction=0.6,
+        )
+        refuse_setup(
+            "setup-min-aggregate-corrupt",
+            "policy assumes 2 corrupt clients: an aggregate of 3 could hold one honest input (needs C + 2 = 4)",
+            "MIN_AGGREGATE",
+            corrupt_fraction=0.4,
         )
         setup_with(
             "setup-graph-degree",

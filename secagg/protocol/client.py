@@ -433,8 +433,12 @@ class ClientSession(NoPickle):
             refuse("TOO_FEW_CLIENTS", f"n={cfg.n} below the policy's {pol.min_clients}")
         if cfg.t < pol.min_threshold:
             refuse("THRESHOLD", f"t={cfg.t} below the policy's {pol.min_threshold}")
-        if cfg.min_aggregate < pol.min_aggregate:
-            refuse("MIN_AGGREGATE", f"min_aggregate={cfg.min_aggregate} below {pol.min_aggregate}")
+        if cfg.min_aggregate < pol.min_aggregate_for(cfg.n):
+            refuse(
+                "MIN_AGGREGATE",
+                f"min_aggregate={cfg.min_aggregate} below {pol.min_aggregate_for(cfg.n)} (this silo's floor, and two "
+                f"honest inputs beyond the {_params.max_corrupt(cfg.n, pol.corrupt_fraction)} corrupt it assumes)",
+            )
         if cfg.modulus < (1 << pol.min_modulus_bits):
             refuse("MODULUS", f"modulus below 2^{pol.min_modulus_bits}")
         if cfg.clip > pol.max_clip:
@@ -673,7 +677,7 @@ class ClientSession(NoPickle):
         ghosts = [s for s in survivors if s in hood and s not in self._live_neighbours]
         if ghosts:
             raise RoundAborted("BAD_SURVIVORS", f"survivors {ghosts[:5]} never shared keys with this client")
-        if len(survivors) < max(cfg.min_aggregate, self.policy.min_aggregate):
+        if len(survivors) < max(cfg.min_aggregate, self.policy.min_aggregate_for(cfg.n)):
             raise RoundAborted("MIN_AGGREGATE", f"{len(survivors)} survivors, below the minimum aggregate size")
         return survivors
 
@@ -708,7 +712,7 @@ class ClientSession(NoPickle):
             raise RoundAborted("BAD_PARTITION", f"unknown or dropped-earlier peers {extra[:5]}, missing {missing[:5]}")
         if len(alive) + 1 < cfg.t:
             raise RoundAborted("TOO_FEW_SURVIVORS", f"{len(alive) + 1} survivors in the neighbourhood, t={cfg.t}")
-        if cfg.is_complete_graph and len(alive) + 1 < max(cfg.min_aggregate, self.policy.min_aggregate):
+        if cfg.is_complete_graph and len(alive) + 1 < max(cfg.min_aggregate, self.policy.min_aggregate_for(cfg.n)):
             raise RoundAborted("MIN_AGGREGATE", f"{len(alive) + 1} survivors, below the minimum aggregate size")
         if cfg.mode is Mode.HARDENED:
             self._check_consistency(cfg, sid, msg, set(alive))

@@ -200,10 +200,20 @@ def propose_round(
     **fields: Any,
 ) -> RoundConfig:
     """The configuration a server proposes: k and t by the SecAgg+ rule for the participants (unless given),
-    every other field as passed (modulus, clip, bits, max_weight, min_aggregate, model_hash, ...)."""
+    min_aggregate raised to at least C + 2 for the corrupt fraction (so an aggregate always holds two honest
+    inputs, `params.min_aggregate_floor`), every other field as passed (modulus, clip, bits, max_weight,
+    model_hash, ...)."""
     parts = tuple(sorted(participants))
     extra = {} if complete_below is None else {"complete_below": complete_below}
     p = params.derive_params(len(parts), corrupt_fraction, dropout_fraction, mode.value, k=k, t=t, **extra)
+    floor = params.min_aggregate_floor(len(parts), corrupt_fraction)
+    if floor > len(parts) - params.max_dropouts(len(parts), dropout_fraction):
+        raise ConfigurationError(
+            f"{len(parts)} clients cannot guarantee an aggregate of two honest inputs: with up to "
+            f"{floor - 2} corrupt and {params.max_dropouts(len(parts), dropout_fraction)} dropped, fewer than "
+            f"{floor} may be left; invite more clients or lower corrupt_fraction or dropout_fraction"
+        )
+    fields["min_aggregate"] = max(int(fields.get("min_aggregate", 2)), floor)
     return RoundConfig(
         run_id=run_id,
         round=round_,
@@ -235,6 +245,8 @@ class ClientPolicy:
     min_clients: int = 2
     min_threshold: int = 2
     min_aggregate: int = 2
+    """A floor on the round's min_aggregate; the silo also requires C + 2 for the corrupt fraction it assumes
+    (`min_aggregate_for`), so that every aggregate holding its input holds another honest one."""
     min_modulus_bits: int = 32
     max_clip: float = math.inf
     min_dp_noise_multiplier: float = 0.0
@@ -248,6 +260,11 @@ class ClientPolicy:
     about the other silos."""
     roster: dict[int, bytes] | None = field(default=None, compare=False)
     """Pinned Ed25519 identity keys by client id (required in hardened mode)."""
+
+    def min_aggregate_for(self, n: int) -> int:
+        """The smallest aggregate this silo joins in a round of n clients: its own floor, and at least C + 2
+        with C = floor(corrupt_fraction n) (threat_model.md P10, R2)."""
+        return max(self.min_aggregate, params.min_aggregate_floor(n, self.corrupt_fraction))
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ __all__ = [
     "max_corrupt",
     "max_degree",
     "max_dropouts",
+    "min_aggregate_floor",
     "min_threshold",
     "survivor_threshold_bound",
 ]
@@ -223,6 +224,13 @@ def survivor_threshold_bound(n: int, k: int, dropout_fraction: float, correctnes
     if _cdf(n, survivors, k, t2) < q:
         t2 += 1
     return t2
+
+
+def min_aggregate_floor(n: int, corrupt_fraction: float) -> int:
+    """The smallest aggregate that holds at least two honest inputs whatever the C = floor(gamma n) corrupt
+    clients do: C + 2. With C corrupt survivors the aggregate minus their inputs is still a sum of two honest
+    ones; with C + 1 it could be one honest input alone (threat_model.md R2)."""
+    return max_corrupt(n, corrupt_fraction) + 2
 
 
 def consistency_quorum(advertised: int, corrupt: int) -> int:
