@@ -206,13 +206,8 @@ def propose_round(
     parts = tuple(sorted(participants))
     extra = {} if complete_below is None else {"complete_below": complete_below}
     p = params.derive_params(len(parts), corrupt_fraction, dropout_fraction, mode.value, k=k, t=t, **extra)
+    # derive_params guarantees that C + 2 clients are left after D dropouts (tests/test_malicious_clients.py)
     floor = params.min_aggregate_floor(len(parts), corrupt_fraction)
-    if floor > len(parts) - params.max_dropouts(len(parts), dropout_fraction):
-        raise ConfigurationError(
-            f"{len(parts)} clients cannot guarantee an aggregate of two honest inputs: with up to "
-            f"{floor - 2} corrupt and {params.max_dropouts(len(parts), dropout_fraction)} dropped, fewer than "
-            f"{floor} may be left; invite more clients or lower corrupt_fraction or dropout_fraction"
-        )
     fields["min_aggregate"] = max(int(fields.get("min_aggregate", 2)), floor)
     return RoundConfig(
         run_id=run_id,
