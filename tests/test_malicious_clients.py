@@ -186,3 +186,31 @@ def test_up_to_c_malicious_clients_never_get_an_aggregate_with_fewer_than_two_ho
     assert len(honest) >= 2, f"aggregate over {res.survivors} with malicious {sorted(bad)}"
     if not tampered & set(res.survivors):
         assert_exact_sum(setup, res.survivors)
+
+
+@pytest.mark.property("P7", "P2")
+@pytest.mark.parametrize("form", ["bit-255-set", "u-plus-p"])
+def test_a_non_canonical_mask_key_is_refused_where_it_is_advertised(form: str) -> None:
+    """The same point in a non-canonical encoding used to pass every check and abort the round once its
+    owner dropped (the reconstructed key's canonical public key differs from the advertised bytes). Now the
+    server rejects the advertisement and the round goes on without that client, even when others drop."""
+    from secagg.protocol.messages import KeyAdvertisement
+
+    cfg = make_config(6, 3, seed=33)
+    setup = build(cfg, seed=33)
+    p = 2**255 - 19
+
+    def noncanonical(cid: int, msg: ClientMessage) -> ClientMessage:
+        if cid == 2 and isinstance(msg, AdvertiseKeys):
+            u = int.from_bytes(msg.advertisement.mask_public, "little")
+            bad = u | (1 << 255) if form == "bit-255-set" else u + p
+            if bad >= 1 << 256:  # pragma: no cover - u + p fits in 256 bits only for u < 2^256 - p
+                bad = u | (1 << 255)
+            adv = dataclasses.replace(msg.advertisement, mask_public=bad.to_bytes(32, "little"))
+            return AdvertiseKeys(msg.round_tag, KeyAdvertisement(adv.client_id, adv.enc_public, adv.mask_public))
+        return msg
+
+    run_ = run(setup, to_server=noncanonical)
+    rejected = [a for a in run_.audit if a.event == "client-rejected"]
+    assert [a.client for a in rejected] == [2] and "canonical" in rejected[0].detail
+    assert_exact_sum(setup, (1, 3, 4, 5, 6))

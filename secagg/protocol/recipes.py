@@ -51,13 +51,19 @@ def check_round_public_key(public: bytes) -> None:
     """Refuse (InvalidPeerKeyError) an advertised X25519 key that is malformed, all-zero or of small order.
 
     Agreement with a small-order point gives the all-zero secret whatever the scalar, so such a key is
-    refused where it is advertised (scenario A12) instead of making every peer abort later. The u-coordinate
-    is read as RFC 7748 decodes it (top bit ignored, reduced mod p) and compared with the five small-order
+    refused where it is advertised (scenario A12) instead of making every peer abort later. A key must also be
+    canonical (the 255-bit little-endian u < p, bit 255 clear): a non-canonical encoding of a valid point passes
+    agreement, but once its owner drops, the server's check of the reconstructed mask key against the advertised
+    bytes fails and the round aborts. The canonical u is then compared with the five small-order
     u-coordinates of Curve25519 and its twist.
     """
     check_x25519_public(public)
-    u = (int.from_bytes(public, "little") & ((1 << 255) - 1)) % _P25519
-    if u in _SMALL_ORDER_U:
+    raw = int.from_bytes(public, "little")
+    if raw >= _P25519:
+        # RFC 7748 ignores bit 255 and reduces u mod p, so 2^255 + u, u + p and u name the same point; only the
+        # canonical form is what an honest key pair produces (and what a reconstructed mask key is compared with)
+        raise InvalidPeerKeyError("X25519 public key not in canonical form (bit 255 set or u >= p)")
+    if raw in _SMALL_ORDER_U:
         raise InvalidPeerKeyError("X25519 public key of small order")
 
 
