@@ -581,7 +581,8 @@ def test_B5_repeated_chunk_of_another_dtype_is_a_conflict_not_a_crash() -> None:
         return [m, replace(m, data=m.data.astype(np.float64))] if m.index == 0 else [m]
 
     rr = run(setup, to_server=tamper(1, MaskedInputChunk, again_as_float))
-    assert [a.event for a in rr.audit if a.client == 1] == ["conflicting-duplicate-rejected"]
+    # the conflicting copy is rejected, its sender blamed (no honest client sends two versions) and kept in
+    assert [a.event for a in rr.audit if a.client == 1] == ["conflicting-duplicate-rejected", "client-blamed"]
     assert_exact(setup, setup.config.participants)
 
 

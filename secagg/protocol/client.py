@@ -546,11 +546,15 @@ class ClientSession(NoPickle):
         for sender, ct in msg.ciphertexts:
             if sender not in self._neighbours:
                 raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {sender}, not a neighbour with keys")
+            # a ciphertext that fails names its sender ("peer <id>: "): the server counts such complaints (11.8)
             key = secrets.pair_keys[sender]
-            plaintext = aead.open_sealed(key, ct, associated_data=recipes.share_associated_data(sid, sender, me))
-            p_from, p_to, seed_share, key_share = recipes.split_share_plaintext(plaintext)
+            try:
+                plaintext = aead.open_sealed(key, ct, associated_data=recipes.share_associated_data(sid, sender, me))
+                p_from, p_to, seed_share, key_share = recipes.split_share_plaintext(plaintext)
+            except (AuthenticationError, EncodingError) as exc:
+                raise RoundAborted(exc.code, f"peer {sender}: {exc}") from None
             if (p_from, p_to) != (sender, me):
-                raise RoundAborted("SHARE_RELABELLED", f"share from {sender} names {p_from}->{p_to}")
+                raise RoundAborted("SHARE_RELABELLED", f"peer {sender}: its share names {p_from}->{p_to}")
             secrets.seed_shares[sender] = seed_share
             secrets.key_shares[sender] = key_share
         live = frozenset(senders)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,6 +151,7 @@ class ServerSession:
         timeouts: StageTimeouts | None = None,
         expander: MaskExpander | None = None,
         staging_budget_bytes: int | None = None,
+        corrupt_fraction: float = 0.1,
     ) -> None:
         if config.mode is Mode.HARDENED:
             if roster is None:
@@ -188,6 +190,14 @@ class ServerSession:
         self._unmask_ys: dict[int, NDArray[np.uint32]] = {}  # responder -> y values, response order
         self._sent_unmask: dict[int, UnmaskRequest] = {}
         self._fixed: list[int] = []
+        self._corrupt = _params.max_corrupt(config.n, corrupt_fraction)
+        self._complaints: dict[int, set[int]] = defaultdict(set)  # accused sender -> clients it failed
+        self._notes: list[Audit] = []  # audit records that must outlive an abort of the call that made them
+        self._bad_shares: dict[int, set[int]] = defaultdict(set)  # holder -> owners whose share it gave was bad
+        self.blamed: dict[int, str] = {}
+        """Clients named as the cause of a failure, on evidence colluders cannot forge against an honest client
+        (SPEC §11.8): a message no honest client sends, share ciphertexts more than C peers could not open,
+        or shares found corrupt for more than C others."""
 
     def __repr__(self) -> str:
         return f"ServerSession(state={self.state.value}, n={self.config.n})"
@@ -218,6 +228,7 @@ class ServerSession:
             return [*out, self._audit("message-rejected", sender, "sender is not a participant")]
         if isinstance(message, ClientAbort):
             out.append(self._audit("client-aborted", sender, f"{message.code}: {message.reason}"[:200]))
+            self._complaint(sender, message)
             self._drop(sender)
         elif sender not in self._expected:
             out.append(self._audit("message-rejected", sender, "not expected in this stage"))
@@ -225,12 +236,16 @@ class ServerSession:
             out += self._handle(sender, message)
         if self._partial and self.state not in TERMINAL_SERVER:
             who = sorted(self._partial)[:5]
-            return out + self._abort(
-                RoundAborted("PARTIAL_INPUT", f"clients {who} failed mid-stream after chunks entered the sum")
+            return (
+                out
+                + self._drain()
+                + self._abort(
+                    RoundAborted("PARTIAL_INPUT", f"clients {who} failed mid-stream after chunks entered the sum")
+                )
             )
         if self._stage_complete():
             out += self._close(now)
-        return out
+        return out + self._drain()
 
     def poll(self, now: float) -> list[ServerEvent]:
         """Close the current stage if its deadline has passed (C7: the slow are treated as dropped)."""
@@ -258,9 +273,11 @@ class ServerSession:
         return []  # pragma: no cover - server_accepts filters
 
     def _duplicate(self, sender: int, first: object, again: object) -> list[ServerEvent]:
-        """B5: an identical duplicate is ignored; a conflicting one is rejected and the first stands."""
+        """B5: an identical duplicate is ignored; a conflicting one is rejected and the first stands (its sender,
+        which no honest client is, is blamed)."""
         if first == again:
             return [self._audit("duplicate-ignored", sender)]
+        self._blame(sender, "sent two different versions of one message")
         return [self._audit("conflicting-duplicate-rejected", sender, "first message stands")]
 
     def _on_advertise(self, sender: int, msg: AdvertiseKeys) -> list[ServerEvent]:
@@ -270,21 +287,21 @@ class ServerSession:
         if msg.round_tag != self._tag:
             return self._reject(sender, "advertisement for another round or configuration")
         if adv.client_id != sender:  # B8: the id comes from the transport's authentication
-            return self._reject(sender, f"claims id {adv.client_id}")
+            return self._reject(sender, f"claims id {adv.client_id}", blame=True)
         try:
             recipes.check_round_public_key(adv.enc_public)
             recipes.check_round_public_key(adv.mask_public)
         except InvalidPeerKeyError as exc:  # A12: a bad key never reaches the peers
-            return self._reject(sender, str(exc))
+            return self._reject(sender, str(exc), blame=True)
         if adv.enc_public == adv.mask_public or {adv.enc_public, adv.mask_public} & self._seen_keys:
-            return self._reject(sender, "reuses a public key")
+            return self._reject(sender, "reuses a public key", blame=True)
         if self.config.mode is Mode.HARDENED:
             assert self.roster is not None
             payload = recipes.advertisement_payload(self._tag, sender, adv.enc_public, adv.mask_public)
             try:
                 verify_signature(self.roster[sender], adv.signature, payload, context=recipes.SIG_ADVERTISE)
             except AuthenticationError:
-                return self._reject(sender, "advertisement not signed by its roster identity")
+                return self._reject(sender, "advertisement not signed by its roster identity", blame=True)
         self._ads[sender] = adv
         self._seen_keys.update((adv.enc_public, adv.mask_public))
         return []
@@ -297,9 +314,9 @@ class ServerSession:
         recipients = [r for r, _ in msg.ciphertexts]
         expected = sorted(self._hood.of(sender) & set(self._u1))
         if recipients != expected:  # B7: non-neighbours, itself, missing or duplicate recipients
-            return self._reject(sender, "share recipients are not exactly its neighbours with keys")
+            return self._reject(sender, "share recipients are not exactly its neighbours with keys", blame=True)
         if any(len(ct) != _SHARE_CT_BYTES for _, ct in msg.ciphertexts):
-            return self._reject(sender, "malformed share ciphertext")
+            return self._reject(sender, "malformed share ciphertext", blame=True)
         self._shares[sender] = msg
         return []
 
@@ -314,7 +331,7 @@ class ServerSession:
             return self._duplicate(sender, True, _same_chunk(st, msg))
         if st is None:
             if not 1 <= msg.count <= min(MAX_CHUNKS, length):
-                return self._reject(sender, "bad chunk count")
+                return self._reject(sender, "bad chunk count", blame=True)
             st = _Staging(count=msg.count)
             if msg.count > 1 and self._staging_budget is not None:
                 vector_bytes = length * self.ring.word_bytes
@@ -322,17 +339,17 @@ class ServerSession:
                 st.direct = staged + vector_bytes > self._staging_budget
         data = msg.data
         if msg.count != st.count or msg.index != st.received or msg.offset != st.offset:
-            return self._reject(sender, "chunk out of order, or a changed chunk count")
+            return self._reject(sender, "chunk out of order, or a changed chunk count", blame=True)
         if not isinstance(data, np.ndarray) or data.dtype != self.ring.dtype or data.ndim != 1 or data.size == 0:
-            return self._reject(sender, "chunk of the wrong dtype or shape")
+            return self._reject(sender, "chunk of the wrong dtype or shape", blame=True)
         data = np.ascontiguousarray(data)  # the ring kernels take C-contiguous arrays (a no-op for decoded chunks)
         end = msg.offset + data.shape[0]
         last = msg.index == st.count - 1
         if end > length or (last and end != length):
-            return self._reject(sender, "masked vector of the wrong length")
+            return self._reject(sender, "masked vector of the wrong length", blame=True)
         narrow = not self.ring.is_power_of_two or cfg.modulus < (1 << (8 * self.ring.word_bytes))
         if narrow and int(data.max()) >= cfg.modulus:  # B1: an element outside the ring
-            return self._reject(sender, "element >= modulus")
+            return self._reject(sender, "element >= modulus", blame=True)
         acc = self._accumulator()
         if st.count == 1 or st.direct:
             # one chunk, or no staging budget left: straight into the sum (a direct stream that fails
@@ -366,7 +383,7 @@ class ServerSession:
         try:
             verify_signature(self.roster[sender], msg.signature, payload, context=recipes.SIG_CONSISTENCY)
         except AuthenticationError:
-            return self._reject(sender, "consistency signature does not verify")
+            return self._reject(sender, "consistency signature does not verify", blame=True)
         self._signatures[sender] = msg.signature
         return []
 
@@ -379,15 +396,15 @@ class ServerSession:
         seed_owners = [o for o, _ in msg.seed_shares]
         key_owners = [o for o, _ in msg.key_shares]
         if seed_owners != sorted({*req.alive, sender}) or key_owners != list(req.dropped):
-            return self._reject(sender, "unmask response does not answer the request")  # B3
+            return self._reject(sender, "unmask response does not answer the request", blame=True)  # B3
         blobs = [blob for _, blob in (*msg.seed_shares, *msg.key_shares)]
         if any(len(b) != shamir.SHARE_BYTES for b in blobs):
-            return self._reject(sender, "undecodable share")
+            return self._reject(sender, "undecodable share", blame=True)
         table = np.frombuffer(b"".join(blobs), dtype=">u4").reshape(len(blobs), 1 + shamir.LIMBS)
         if not np.all(table[:, 0] == sender):
-            return self._reject(sender, "share x-coordinate is not the responder's id")
+            return self._reject(sender, "share x-coordinate is not the responder's id", blame=True)
         if table.size and int(table[:, 1:].max()) >= shamir.P:
-            return self._reject(sender, "share value outside the field")
+            return self._reject(sender, "share value outside the field", blame=True)
         self._unmask[sender] = msg
         self._unmask_ys[sender] = table[:, 1:].astype(np.uint32)
         return []
@@ -409,6 +426,10 @@ class ServerSession:
 
     def _close(self, now: float) -> list[ServerEvent]:
         """Close the current stage: whoever has not answered in full is dropped; then open the next one."""
+        out = self._close_stage(now)
+        return self._drain() + out
+
+    def _close_stage(self, now: float) -> list[ServerEvent]:
         state = self.state
         stage = SERVER_STAGE[state].value
         try:
@@ -423,7 +444,7 @@ class ServerSession:
             if state is ServerState.COLLECT_UNMASK:
                 return self._finalise(stage)
         except RoundAborted as exc:
-            return self._abort(exc)
+            return self._drain() + self._abort(exc)
         return []  # pragma: no cover
 
     def _require(self, survivors: int, what: str) -> None:
@@ -462,7 +483,7 @@ class ServerSession:
     def _after_masked(self, now: float, stage: str) -> list[ServerEvent]:
         out: list[ServerEvent] = []
         for c in sorted(self._staging):  # incomplete streams: rejected (and their partial data discarded)
-            out.append(self._audit("client-rejected", c, "masked input incomplete at the deadline"))
+            self._notes.append(self._audit("client-rejected", c, "masked input incomplete at the deadline"))
             self._drop(c)
         if self._partial:
             raise RoundAborted("PARTIAL_INPUT", f"clients {sorted(self._partial)[:5]} did not finish their stream")
@@ -589,14 +610,42 @@ class ServerSession:
                 if secret is not None and check(owner, secret):
                     out[owner] = secret
                     continue
-                candidates = [shamir.Share(x, tuple(y.tolist())) for x, y in shares[owner]]
-                try:
-                    secret, _ = shamir.reconstruct_verified(candidates, t, functools.partial(check, owner))
-                except ShamirError:
-                    raise RoundAborted("CORRUPT_SHARES", f"no consistent shares for client {owner}") from None
-                self._fixed.append(owner)
-                out[owner] = secret
+                out[owner] = self._recover(owner, shares[owner], functools.partial(check, owner))
+        for holder, owners_ in sorted(self._bad_shares.items()):
+            if len(owners_) > self._corrupt:
+                self._blame(holder, f"gave corrupt shares of {len(owners_)} clients (more than C = {self._corrupt})")
         return out
+
+    def _recover(
+        self, owner: int, have: list[tuple[int, NDArray[np.uint32]]], check: Callable[[SecretBytes], bool]
+    ) -> SecretBytes:
+        """B4: an owner whose first t shares do not give a secret that passes its check (SPEC §11.6 step 2).
+
+        The shares are decoded as a Reed-Solomon code: while at most e = floor((m - t) / 2) of the m are
+        corrupt, they are found and set aside. A bad share incriminates its holder or the owner (one of the two
+        is corrupt, no honest pair makes one), so holders are named only once they gave bad shares of more
+        than C owners, and an owner once more than C of its shares were bad, or once its shares could not be
+        decoded although e >= C (an honest owner's shares, with at most C corrupt holders, always decode)."""
+        t = self.config.t
+        candidates = [shamir.Share(x, tuple(y.tolist())) for x, y in have]
+        try:
+            secret, bad = shamir.decode(candidates, t, check)
+        except ShamirError:
+            try:  # beyond the decoding radius a subset may still pass the check (e.g. m = t + 1, one bad share)
+                secret, _ = shamir.reconstruct_verified(candidates, t, check)
+            except ShamirError:
+                if (len(have) - t) // 2 >= self._corrupt:
+                    self._blame(owner, "its shares do not decode: it dealt inconsistent shares")
+                raise RoundAborted("CORRUPT_SHARES", f"no consistent shares for client {owner}") from None
+            self._fixed.append(owner)
+            return secret
+        if bad:
+            self._fixed.append(owner)
+            for x in bad:
+                self._bad_shares[x].add(owner)
+            if len(bad) > self._corrupt:
+                self._blame(owner, f"{len(bad)} of its shares were corrupt (more than C = {self._corrupt})")
+        return secret
 
     # ------------------------------------------------------------------ helpers
 
@@ -617,10 +666,44 @@ class ServerSession:
         if st is not None and st.direct and st.received:
             self._partial.add(client)
 
-    def _reject(self, client: int, why: str) -> list[ServerEvent]:
+    def _reject(self, client: int, why: str, *, blame: bool = False) -> list[ServerEvent]:
+        """Reject the client for the rest of the round; with blame, also name it (a message whose content no
+        honest client sends; never for a stale session or a late message, which an honest one may cause)."""
         self._rejected.add(client)
         self._drop(client)
+        if blame:
+            self._blame(client, why)
         return [self._audit("client-rejected", client, why)]
+
+    def _blame(self, client: int, why: str) -> None:
+        """Name a client (once) and queue its audit record; the queue is drained into whatever the current
+        receive / poll returns, so the record survives an abort that follows."""
+        if client not in self.blamed:
+            self.blamed[client] = why
+            log.warning("client %d blamed: %s", client, why)
+            self._notes.append(self._audit("client-blamed", client, why))
+
+    def _drain(self) -> list[ServerEvent]:
+        notes, self._notes = self._notes, []
+        return list(notes)
+
+    def _complaint(self, client: int, abort: ClientAbort) -> None:
+        """A client that could not use the share ciphertext of one sender aborts naming it (SPEC §10.3). Any
+        such pair holds a corrupt party, so a sender more than C clients complain about is corrupt (an honest
+        sender's ciphertexts fail only for corrupt recipients, of which there are at most C)."""
+        if self.state is not ServerState.COLLECT_MASKED or abort.code not in SHARE_FAULTS:
+            return
+        m = _PEER_PREFIX.match(abort.reason)
+        if m is None or client not in self._shares:
+            return
+        peer = int(m.group(1))
+        relayed = self._shares.get(peer)
+        if relayed is None or all(r != client for r, _ in relayed.ciphertexts):
+            return  # the server never relayed a share from that peer to this client: not a complaint
+        accusers = self._complaints[peer]
+        accusers.add(client)
+        if len(accusers) > self._corrupt:
+            self._blame(peer, f"{len(accusers)} clients could not open its shares (more than C = {self._corrupt})")
 
     def _audit(self, event: str, client: int | None = None, detail: str = "") -> Audit:
         stage = SERVER_STAGE[self.state].value if self.state in SERVER_STAGE else self.state.value
@@ -673,6 +756,10 @@ def _same_chunk(st: _Staging, msg: MaskedInputChunk) -> bool:
         and bool(np.array_equal(st.buffer[offset:end], data))
     )
 
+
+SHARE_FAULTS = frozenset({"AUTHENTICATION_FAILED", "BAD_ENCODING", "SHARE_RELABELLED"})
+"""Client abort codes that name one sender's share ciphertext as the cause (reason "peer <id>: ...")."""
+_PEER_PREFIX = re.compile(r"peer ([1-9][0-9]{0,9}): ")
 
 # nonce + (u32 sender, u32 recipient, two 68-byte shares) + tag
 _SHARE_CT_BYTES = 12 + 8 + 2 * shamir.Share.ENCODED_LEN + 16
