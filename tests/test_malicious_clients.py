@@ -71,6 +71,9 @@ def test_the_reviews_isolation_attack_gets_no_aggregate(n: int, attackers: set[i
     honest_others = [c for c in cfg.participants if c not in attackers and c != victim]
     for c in honest_others:
         assert setup.clients[c].error is not None and setup.clients[c].error.code == "AUTHENTICATION_FAILED"
+    # and the attackers are named: more than C clients could not open their shares
+    assert set(setup.server.blamed) == attackers
+    assert [a.client for a in run_.audit if a.event == "client-blamed"] == sorted(attackers)
 
 
 @pytest.mark.property("P10")
@@ -178,6 +181,9 @@ def test_up_to_c_malicious_clients_never_get_an_aggregate_with_fewer_than_two_ho
     tampered: set[int] = set()
     run(setup, to_server=_sabotage(bad, plans, tampered))
     res = setup.server.result
+    # accountability without framing: only malicious clients are ever named
+    assert set(setup.server.blamed) <= bad, (setup.server.blamed, sorted(bad))
+    event(f"blamed: {'some' if setup.server.blamed else 'none'}")
     event(f"outcome: {'aggregate' if res is not None else setup.server.error.code if setup.server.error else '?'}")
     if res is None:
         assert setup.server.error is not None
@@ -214,3 +220,67 @@ def test_a_non_canonical_mask_key_is_refused_where_it_is_advertised(form: str) -
     rejected = [a for a in run_.audit if a.event == "client-rejected"]
     assert [a.client for a in rejected] == [2] and "canonical" in rejected[0].detail
     assert_exact_sum(setup, (1, 3, 4, 5, 6))
+
+
+@pytest.mark.property("P6", "P7")
+def test_colluders_corrupting_unmask_shares_are_set_aside_and_only_they_are_named() -> None:
+    """n = 100, k = 22, t = 11, ten colluders that corrupt every share they reveal: decoding sets their shares
+    aside (the old search over 64 subsets gave up and blamed honest clients), the sum is exact, and each
+    colluder that corrupted shares of more than C = 10 owners is named, nobody else."""
+    cfg = make_config(100, 4, seed=34)
+    assert (cfg.k, cfg.t) == (22, 11)
+    colluders = set(range(2, 100, 10))
+    setup = build(cfg, seed=34, policy=ClientPolicy())
+
+    def corrupt(cid: int, msg: ClientMessage) -> ClientMessage:
+        if cid in colluders and isinstance(msg, UnmaskResponse):
+
+            def bump(blob: bytes) -> bytes:
+                y = (int.from_bytes(blob[4:8], "big") + 12345) % ((1 << 31) - 1)
+                return blob[:4] + y.to_bytes(4, "big") + blob[8:]
+
+            return dataclasses.replace(
+                msg,
+                seed_shares=tuple((o, bump(b)) for o, b in msg.seed_shares),
+                key_shares=tuple((o, bump(b)) for o, b in msg.key_shares),
+            )
+        return msg
+
+    run(setup, to_server=corrupt)
+    assert_exact_sum(setup, cfg.participants)
+    assert setup.server.blamed and set(setup.server.blamed) <= colluders
+
+
+@pytest.mark.property("P6", "P7")
+def test_a_dealer_of_inconsistent_shares_is_named_not_its_holders() -> None:
+    """Client 4 deals a wrong share of its self-mask seed to every neighbour but t - 1 (inside the AEAD, so
+    the ciphertexts open): its holders reveal what they got, decoding finds more than C of its shares bad, and
+    the dealer is named, not the honest holders that revealed them."""
+    cfg = make_config(10, 4, seed=35)
+    setup = build(cfg, seed=35, policy=ClientPolicy())
+    dealer = setup.clients[4]
+    # corrupt the seed shares client 4 puts into its ciphertexts (the y of every recipient but two)
+    original = dealer._on_keys
+
+    def on_keys(msg: Any) -> Any:
+        import secagg.protocol.client as client_module
+
+        real = client_module.recipes.encode_share_plaintext
+        count = {"n": 0}
+
+        def bad_plaintext(sender: int, recipient: int, seed_share: bytes, key_share: bytes) -> bytes:
+            count["n"] += 1
+            if count["n"] > cfg.t - 1:
+                y = (int.from_bytes(seed_share[4:8], "big") + 1) % ((1 << 31) - 1)
+                seed_share = seed_share[:4] + y.to_bytes(4, "big") + seed_share[8:]
+            return real(sender, recipient, seed_share, key_share)
+
+        client_module.recipes.encode_share_plaintext = bad_plaintext  # type: ignore[assignment]
+        try:
+            return original(msg)
+        finally:
+            client_module.recipes.encode_share_plaintext = real  # type: ignore[assignment]
+
+    dealer._on_keys = on_keys  # type: ignore[method-assign]
+    run(setup)
+    assert set(setup.server.blamed) == {4}, setup.server.blamed

@@ -486,6 +486,28 @@ def _lagrange_sorted(xs: tuple[int, ...]) -> U32Array:
     return lam
 
 
+def off_polynomial(shares: Sequence[Share], good_xs: Sequence[int]) -> tuple[int, ...]:
+    """The x's (ascending) of the shares that do not lie, in every limb, on the polynomials through the
+    shares at good_xs (t of them, e.g. those a verified secret was taken from). Share s lies on them iff
+    interpolating t - 1 good shares and s gives the same value at 0 as the t good shares do (the two
+    polynomials differ by c * prod(x - x_i) over the t - 1 common points, which is 0 at 0 only if c = 0)."""
+    by_x = {s.x: s for s in shares}
+    good = tuple(_check_x(x) for x in good_xs)
+    if len(set(good)) != len(good) or any(x not in by_x for x in good):
+        raise ShamirError("good_xs must be distinct x's of the shares given")
+    t = len(good)
+    ys = np.array([by_x[x].y for x in good], dtype=np.uint32).reshape(1, t, LIMBS)
+    want = _combine(good, ys)
+    base, base_ys = good[:-1], ys[0, :-1]
+    bad = []
+    for x in sorted(set(by_x) - set(good)):
+        trial = np.concatenate([base_ys, np.array([by_x[x].y], dtype=np.uint32)]).reshape(1, t, LIMBS)
+        if not np.array_equal(_combine((*base, x), trial), want):
+            bad.append(x)
+    want.fill(0)
+    return tuple(bad)
+
+
 def _combine(xs: tuple[int, ...], ys: U32Array) -> U32Array:
     lam = lagrange_coefficients(xs)
     limbs: U32Array = field.lagrange_combine(lam, ys)

@@ -543,20 +543,29 @@ class ClientSession(NoPickle):
         senders = [s for s, _ in msg.ciphertexts]
         if senders != sorted(set(senders)):
             raise RoundAborted("BAD_SHARE_LIST", "share senders not sorted and distinct")
+        if any(sender not in self._neighbours for sender, _ in msg.ciphertexts):
+            stranger = next(sender for sender, _ in msg.ciphertexts if sender not in self._neighbours)
+            raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {stranger}, not a neighbour with keys")
+        # Every ciphertext is opened; those that fail name their senders ("peers <id>,<id>: ", the first failure
+        # decides the code), so the server can count complaints against each sender (SPEC §10.3, §11.8).
+        failed: list[tuple[int, RoundAborted]] = []
         for sender, ct in msg.ciphertexts:
-            if sender not in self._neighbours:
-                raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {sender}, not a neighbour with keys")
-            # a ciphertext that fails names its sender ("peer <id>: "): the server counts such complaints (11.8)
             key = secrets.pair_keys[sender]
             try:
                 plaintext = aead.open_sealed(key, ct, associated_data=recipes.share_associated_data(sid, sender, me))
                 p_from, p_to, seed_share, key_share = recipes.split_share_plaintext(plaintext)
             except (AuthenticationError, EncodingError) as exc:
-                raise RoundAborted(exc.code, f"peer {sender}: {exc}") from None
+                failed.append((sender, RoundAborted(exc.code, str(exc))))
+                continue
             if (p_from, p_to) != (sender, me):
-                raise RoundAborted("SHARE_RELABELLED", f"peer {sender}: its share names {p_from}->{p_to}")
+                failed.append((sender, RoundAborted("SHARE_RELABELLED", f"its share names {p_from}->{p_to}")))
+                continue
             secrets.seed_shares[sender] = seed_share
             secrets.key_shares[sender] = key_share
+        if failed:
+            first = failed[0][1]
+            peers = ",".join(str(sender) for sender, _ in failed)
+            raise RoundAborted(first.code, f"peers {peers}: {first.reason}")
         live = frozenset(senders)
         if len(live) + 1 < cfg.t:
             raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(live)} neighbours shared keys, t={cfg.t}")

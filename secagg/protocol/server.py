@@ -632,13 +632,14 @@ class ServerSession:
             secret, bad = shamir.decode(candidates, t, check)
         except ShamirError:
             try:  # beyond the decoding radius a subset may still pass the check (e.g. m = t + 1, one bad share)
-                secret, _ = shamir.reconstruct_verified(candidates, t, check)
+                secret, good = shamir.reconstruct_verified(candidates, t, check)
             except ShamirError:
                 if (len(have) - t) // 2 >= self._corrupt:
                     self._blame(owner, "its shares do not decode: it dealt inconsistent shares")
                 raise RoundAborted("CORRUPT_SHARES", f"no consistent shares for client {owner}") from None
-            self._fixed.append(owner)
-            return secret
+            # the secret passed its check, so the t shares it came from are good: every share off their
+            # polynomial is bad
+            bad = shamir.off_polynomial(candidates, good)
         if bad:
             self._fixed.append(owner)
             for x in bad:
@@ -693,17 +694,17 @@ class ServerSession:
         sender's ciphertexts fail only for corrupt recipients, of which there are at most C)."""
         if self.state is not ServerState.COLLECT_MASKED or abort.code not in SHARE_FAULTS:
             return
-        m = _PEER_PREFIX.match(abort.reason)
+        m = _PEERS_PREFIX.match(abort.reason)
         if m is None or client not in self._shares:
             return
-        peer = int(m.group(1))
-        relayed = self._shares.get(peer)
-        if relayed is None or all(r != client for r, _ in relayed.ciphertexts):
-            return  # the server never relayed a share from that peer to this client: not a complaint
-        accusers = self._complaints[peer]
-        accusers.add(client)
-        if len(accusers) > self._corrupt:
-            self._blame(peer, f"{len(accusers)} clients could not open its shares (more than C = {self._corrupt})")
+        for peer in {int(p) for p in m.group(1).split(",")}:
+            relayed = self._shares.get(peer)
+            if relayed is None or all(r != client for r, _ in relayed.ciphertexts):
+                continue  # the server never relayed a share from that peer to this client: not a complaint
+            accusers = self._complaints[peer]
+            accusers.add(client)
+            if len(accusers) > self._corrupt:
+                self._blame(peer, f"{len(accusers)} clients could not open its shares (more than C = {self._corrupt})")
 
     def _audit(self, event: str, client: int | None = None, detail: str = "") -> Audit:
         stage = SERVER_STAGE[self.state].value if self.state in SERVER_STAGE else self.state.value
@@ -758,8 +759,8 @@ def _same_chunk(st: _Staging, msg: MaskedInputChunk) -> bool:
 
 
 SHARE_FAULTS = frozenset({"AUTHENTICATION_FAILED", "BAD_ENCODING", "SHARE_RELABELLED"})
-"""Client abort codes that name one sender's share ciphertext as the cause (reason "peer <id>: ...")."""
-_PEER_PREFIX = re.compile(r"peer ([1-9][0-9]{0,9}): ")
+"""Client abort codes that name the senders of the share ciphertexts that failed (reason "peers <id>,<id>: ...")."""
+_PEERS_PREFIX = re.compile(r"peers ([1-9][0-9]{0,9}(?:,[1-9][0-9]{0,9}){0,1023}): ")
 
 # nonce + (u32 sender, u32 recipient, two 68-byte shares) + tag
 _SHARE_CT_BYTES = 12 + 8 + 2 * shamir.Share.ENCODED_LEN + 16
