@@ -245,3 +245,91 @@ def test_deterministic_random_is_reproducible_and_forks_are_independent() -> Non
     assert DeterministicRandom(5).random_bytes(16) != DeterministicRandom(6).random_bytes(16)
     fa, fb = a.fork(b"x"), a.fork(b"y")
     assert fa.random_bytes(16) != fb.random_bytes(16)
+
+
+def _spec_stream(seed: int | bytes, label: bytes, length: int) -> bytes:
+    """SPEC section 15, DeterministicRandom, by hand: key = SHA-256(label || 0x00 || seed bytes), an int seed as
+    16 bytes big-endian; the stream is AES-256 of the counter blocks BE128(0), BE128(1), ... (AES-256-CTR, zero
+    initial block)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    seed_bytes = seed if isinstance(seed, bytes) else seed.to_bytes(16, "big")
+    key = hashlib.sha256(label + b"\x00" + seed_bytes).digest()
+    blocks = -(-length // 16)
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # one block per counter value
+    by_blocks = b"".join(ecb.update(i.to_bytes(16, "big")) for i in range(blocks))[:length]
+    ctr = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(length))
+    assert by_blocks == ctr
+    return ctr
+
+
+@pytest.mark.property("P12")
+def test_deterministic_random_vectors_recomputed_from_the_spec() -> None:
+    import hashlib
+    import struct
+
+    v = load_vectors("crypto")["deterministic_random"]
+    for name in ("int_seed", "int_seed_zero", "int_seed_max", "bytes_seed", "bytes_seed_empty"):
+        case = v[name]
+        label = bytes.fromhex(case["label"])
+        seed: int | bytes = int(case["seed"]) if case["seed_type"] == "int" else bytes.fromhex(case["seed"])
+        seed_bytes = bytes.fromhex(case["seed_bytes"])
+        assert seed_bytes == (seed if isinstance(seed, bytes) else seed.to_bytes(16, "big"))
+        assert hashlib.sha256(label + b"\x00" + seed_bytes).hexdigest() == case["key"]
+        total = sum(r["n"] for r in case["reads"])
+        stream = _spec_stream(seed, label, total + 16)
+        pos = 0
+        for r in case["reads"]:  # consecutive reads, however unaligned, continue one stream
+            assert r["bytes"] == stream[pos : pos + r["n"]].hex()
+            pos += r["n"]
+        assert list(struct.unpack("<4I", stream[pos : pos + 16])) == case["then_uint32"]  # little-endian u32 words
+        # and the library agrees, for the default label too when the vector uses it
+        rng = DeterministicRandom(seed, label=label)
+        assert [rng.random_bytes(r["n"]).hex() for r in case["reads"]] == [r["bytes"] for r in case["reads"]]
+        if label == b"secagg/v1/deterministic-random":
+            assert DeterministicRandom(seed).random_bytes(total) == stream[:total]
+        if isinstance(seed, int):  # an int seed is exactly its 16-byte big-endian encoding
+            assert DeterministicRandom(seed_bytes, label=label).random_bytes(total) == stream[:total]
+
+    f = v["fork"]
+    parent_seed, parent_label = bytes.fromhex(f["parent_seed"]), bytes.fromhex(f["parent_label"])
+    parent = _spec_stream(parent_seed, parent_label, 7 + 32 + 16)
+    assert parent[:7].hex() == f["parent_read_before"]
+    child_seed = parent[7:39]  # fork(label) takes the parent's next 32 bytes as the child's seed
+    assert child_seed.hex() == f["child_seed"]
+    child_label = b"secagg/v1/fork/" + bytes.fromhex(f["label"])
+    assert child_label.hex() == f["child_label"]
+    assert hashlib.sha256(child_label + b"\x00" + child_seed).hexdigest() == f["child_key"]
+    assert _spec_stream(child_seed, child_label, 32).hex() == f["child_first_32"]
+    assert parent[39:55].hex() == f["parent_next_16"]  # the parent goes on after the 32 bytes the fork took
+
+    fe = v["field_elements"]
+    words = struct.unpack("<64I", _spec_stream(int(fe["seed"]), b"secagg/v1/deterministic-random", 256))
+    elements = [w & 0x7FFFFFFF for w in words if w & 0x7FFFFFFF != 2**31 - 1][: fe["count"]]
+    assert elements == fe["elements"]
+
+
+@pytest.mark.property("P12")
+def test_deterministic_random_int_seed_range_and_draws_in_pieces() -> None:
+    import numpy as np
+
+    from secagg.crypto.rng import random_uint32
+    from secagg.crypto.shamir import random_field_elements
+
+    for bad in (-1, 1 << 128):
+        with pytest.raises(OverflowError):
+            DeterministicRandom(bad)
+    whole = DeterministicRandom(9).random_bytes(100)
+    rng = DeterministicRandom(9)
+    assert b"".join(rng.random_bytes(n) for n in (3, 0, 13, 16, 68)) == whole
+    rng = DeterministicRandom(9)
+    buf = np.empty(37, dtype=np.uint8)
+    rng.fill(buf)
+    assert buf.tobytes() + rng.random_bytes(63) == whole
+    words = random_uint32(DeterministicRandom(9), 25)
+    assert words.tolist() == list(np.frombuffer(whole, dtype="<u4"))
+    rng = DeterministicRandom(9)
+    assert random_field_elements(rng, 5).tolist() == [int(w) & 0x7FFFFFFF for w in words[:5]]
+    assert rng.random_bytes(80) == whole[20:]  # five words consumed, nothing more

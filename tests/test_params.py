@@ -447,3 +447,273 @@ def test_param_vectors() -> None:
         assert (p.k, p.t) == (v["k"], v["t"])
     anchors = {(v["n"], v["mode"]): (v["k"], v["t"]) for v in cases if v["corrupt_fraction"] == 0.1}
     assert anchors[(100, SH)] == (22, 11) and anchors[(1000, SH)] == (48, 27)
+
+
+# -- SPEC section 4, reimplemented from its text (interoperability, P12) --------------------------------
+
+_EPS = 1e-14
+
+
+def _spec_counts(n: int, gamma: float, delta: float, *, eps: bool = True, survivors: str = "ceil") -> tuple[int, ...]:
+    """Step 1: C, D, S. eps=False and survivors="floor" / "round" are misreadings kept for the tests below."""
+    e = _EPS if eps else 0.0
+    corrupt = math.floor((gamma + e) * n)
+    dropped = math.floor((delta + e) * n)
+    alive = (1 - delta - e) * n
+    s = {"ceil": math.ceil(alive), "floor": math.floor(alive), "round": round(alive)}[survivors]
+    return corrupt, dropped, s
+
+
+def _exact_pmf(total: int, marked: int, k: int, x: int) -> Fraction:
+    if x < 0 or x > k or x > marked or k - x > total - marked:
+        return Fraction(0)
+    return Fraction(math.comb(marked, x) * math.comb(total - marked, k - x), math.comb(total, k))
+
+
+def _exact_c(total: int, corrupt: int, k: int, q: Fraction) -> int:
+    """The smallest c >= 0 with P[X > c] < q, X ~ H(total, corrupt, k)."""
+    c, tail = k, Fraction(0)  # tail = P[X > c]
+    while c > 0 and tail + _exact_pmf(total, corrupt, k, c) < q:
+        tail += _exact_pmf(total, corrupt, k, c)
+        c -= 1
+    return c
+
+
+def _exact_t2(total: int, alive: int, k: int, q: Fraction) -> int:
+    """The largest t in 0..k with P[X < t] < q, X ~ H(total, alive, k)."""
+    t, below = 0, Fraction(0)  # below = P[X < t]
+    while t < k and below + _exact_pmf(total, alive, k, t) < q:
+        below += _exact_pmf(total, alive, k, t)
+        t += 1
+    return t
+
+
+def _exact_disconnect_ok(n: int, k: int, bad: int, *, zero_at_equal: bool = False) -> bool:
+    k_even = k - k % 2
+    if k >= n - 1 or k_even > bad or (zero_at_equal and k_even == bad):
+        return True
+    return _disconnect_bound(n, k_even, bad) < Fraction(1, 2**41)
+
+
+def _t_min(k: int, c: int, mode: Mode) -> int:
+    return max(c + 1 if mode == SH else (k + 1 + c) // 2 + 1, min(2, k))
+
+
+def _spec_derive(
+    n: int,
+    gamma: float,
+    delta: float,
+    mode: Mode,
+    *,
+    others: bool = False,
+    eps: bool = True,
+    survivors: str = "ceil",
+    zero_at_equal: bool = False,
+    decimal_spread: bool = False,
+) -> tuple[int, int] | None:
+    """SPEC 4 in exact rational arithmetic (sigma = 40, eta = 20); the keywords switch to misreadings."""
+    corrupt, dropped, alive = _spec_counts(n, gamma, delta, eps=eps, survivors=survivors)
+    total = n - 1 if others else n  # misreading: the k neighbours drawn from the n - 1 others
+    if decimal_spread:
+        spread_ok = Fraction(repr(gamma)) + (1 if mode == SH else 2) * Fraction(repr(delta)) <= Fraction(9, 10)
+    else:
+        spread_ok = gamma + (delta if mode == SH else 2 * delta) <= 0.9
+    if n >= COMPLETE_BELOW and spread_ok:
+        q_s, q_c = Fraction(1, 2**41 * n), Fraction(1, 2**20 * n)
+        for k in range(2, n - 1, 2):
+            if not _exact_disconnect_ok(n, k, corrupt + dropped, zero_at_equal=zero_at_equal):
+                continue
+            t = _t_min(k, _exact_c(total, corrupt, k, q_s), mode)
+            if t <= _exact_t2(total, min(alive, total), k, q_c):
+                return k, t
+    k = n - 1
+    t = _t_min(k, min(corrupt, n - 1), mode)
+    if t > k - dropped:
+        return None
+    return k, t
+
+
+@pytest.mark.property("P12")
+def test_param_vectors_follow_the_spec_definitions_in_exact_arithmetic() -> None:
+    # Every pinned (k, t) is what SPEC 4's definitions give with exact rationals (no lgamma, no float tails).
+    for v in load_vectors("graph")["params"]:
+        args = (v["n"], v["corrupt_fraction"], v["dropout_fraction"], v["mode"])
+        assert _spec_derive(*args) == (v["k"], v["t"]), args
+    for v in load_vectors("graph")["params_infeasible"]:
+        assert _spec_derive(v["n"], v["corrupt_fraction"], v["dropout_fraction"], v["mode"]) is None
+
+
+@pytest.mark.property("P12")
+@pytest.mark.parametrize(
+    ("misreading", "kwargs"),
+    [
+        ("neighbours drawn from the n - 1 others", {"others": True}),
+        ("counts without the 1e-14", {"eps": False}),
+        ("survivors rounded down", {"survivors": "floor"}),
+        ("survivors rounded to nearest", {"survivors": "round"}),
+        ("disconnection bound 0 already at k = C + D", {"zero_at_equal": True}),
+        ("spread compared as decimals", {"decimal_spread": True}),
+    ],
+)
+def test_param_vectors_separate_the_misreadings(misreading: str, kwargs: dict[str, bool | str]) -> None:
+    # The edge vectors exist because each of these readings of an older SPEC 4 gives another (k, t) on them.
+    cases = load_vectors("graph")["params"]
+    wrong = [
+        (v["n"], v["corrupt_fraction"], v["dropout_fraction"], v["mode"])
+        for v in cases
+        if _spec_derive(v["n"], v["corrupt_fraction"], v["dropout_fraction"], v["mode"], **kwargs)  # type: ignore[arg-type]
+        != (v["k"], v["t"])
+    ]
+    assert wrong, misreading
+    if misreading.startswith("survivors"):
+        assert (70, 0.3, 0.05, SH) in wrong  # the second implementer's case: (26, 22) instead of (24, 21)
+        assert _spec_derive(70, 0.3, 0.05, SH, **kwargs) == (26, 22)  # type: ignore[arg-type]
+
+
+# The binary64 procedure of SPEC 4 ("Reference evaluation"), written from the text.
+
+
+def _lg(v: float) -> float:
+    return math.lgamma(v)
+
+
+def _f_pmf(pop: int, k: int, x: float, m: int) -> float:
+    if x < 0 or x > k or x > m or pop + x < m + k:
+        return 0.0
+    return math.exp(
+        _lg(k + 1) + _lg(m + 1) + _lg(pop - m + 1) + _lg(pop - k + 1)
+        - _lg(x + 1) - _lg(k - x + 1) - _lg(m - x + 1) - _lg(pop + 1) - _lg(pop - k - m + x + 1)
+    )  # fmt: skip
+
+
+def _f_cdf_low(pop: int, k: int, x: float, m: int) -> float:
+    p, s = _f_pmf(pop, k, x, m), 0.0
+    while p > s * 1e-16:
+        s += p
+        p *= x
+        p *= pop - m - k + x
+        p /= m - x + 1
+        p /= k - x + 1
+        x -= 1
+    return s
+
+
+def _f_cdf(pop: int, m: int, k: int, x: int) -> float:
+    if x > m * k / pop:
+        return 1.0 - _f_cdf_low(pop, k, k - x - 1, pop - m)
+    return _f_cdf_low(pop, k, x, m)
+
+
+def _f_quantile_low(pop: int, k: int, q: float, m: int) -> int:
+    r = math.floor(max(-1.0, float(m + k - pop - 1), k * (m / pop - math.sqrt(-math.log(q) / (2 * k)))))
+    s, p = _f_cdf_low(pop, k, r, m), _f_pmf(pop, k, r, m)
+    while s < q and r < k:
+        if p > 0:
+            p /= r + 1
+            p /= pop - m - k + r + 1
+            p *= m - r
+            p *= k - r
+        else:
+            p = _f_pmf(pop, k, r + 1, m)
+        s += p
+        r += 1
+    return r - 1
+
+
+def _f_bounds(n: int, k: int, corrupt: int, alive: int) -> tuple[int, int]:
+    q_s, q_c = 2.0**-41 / n, 2.0**-20 / n
+    c = k - _f_quantile_low(n, k, q_s, n - corrupt) - 1
+    u = _f_quantile_low(n, k, q_c, alive)
+    return c, (u + 1 if _f_cdf(n, alive, k, u) < q_c else u)
+
+
+def _f_disconnect_ok(n: int, k: int, bad: int) -> bool:
+    k_even = k - k % 2
+    if k >= n - 1 or k_even > bad:
+        return True
+    log_p = (
+        math.log(n) + math.log(n - k_even - 1) - math.log(2) + math.lgamma(bad + 1) + math.lgamma(n - k_even + 1)
+        - math.lgamma(n + 1) - math.lgamma(bad - k_even + 1)
+    )  # fmt: skip
+    return log_p < -41 * math.log(2)
+
+
+def _f_derive(n: int, gamma: float, delta: float, mode: Mode) -> tuple[int, int] | None:
+    corrupt, dropped, alive = _spec_counts(n, gamma, delta)
+    if n >= 64 and gamma + (delta if mode == SH else 2 * delta) <= 0.9:
+        for k in range(2, n - 1, 2):
+            if _f_disconnect_ok(n, k, corrupt + dropped):
+                c, t2 = _f_bounds(n, k, corrupt, alive)
+                if _t_min(k, c, mode) <= t2:
+                    return k, _t_min(k, c, mode)
+    t = _t_min(n - 1, min(corrupt, n - 1), mode)
+    return None if t > n - 1 - dropped else (n - 1, t)
+
+
+@pytest.mark.property("P12")
+def test_spec_binary64_procedure_reproduces_derive_params() -> None:
+    fractions = [0.0, 0.03, 0.05, 0.1, 0.15, 0.29, 0.33, 0.45]
+    cases = [
+        (n, g, d, m)
+        for n in [*range(2, 70), *range(70, 301, 7)]
+        for g in fractions
+        for d in fractions
+        for m in (SH, HD)
+    ]
+    cases += [
+        (v["n"], v["corrupt_fraction"], v["dropout_fraction"], v["mode"]) for v in load_vectors("graph")["params"]
+    ]
+    for n, g, d, mode in cases:
+        try:
+            p = derive_params(n, g, d, mode)
+            want: tuple[int, int] | None = (p.k, p.t)
+        except ConfigurationError:
+            want = None
+        assert _f_derive(n, g, d, mode) == want, (n, g, d, mode)
+    # the bounds themselves, on every even k of a few n
+    for n, g, d in [(64, 0.1, 0.1), (100, 0.29, 0.05), (299, 0.33, 0.45)]:
+        corrupt, _, alive = _spec_counts(n, g, d)
+        for k in range(2, n - 1, 2):
+            assert _f_bounds(n, k, corrupt, alive) == (
+                corrupt_neighbour_bound(n, k, g),
+                survivor_threshold_bound(n, k, d),
+            )
+
+
+@pytest.mark.property("P12")
+def test_survivor_count_is_n_minus_dropouts_on_decimal_fractions() -> None:
+    # SPEC 4 step 1: S = ceil((1 - delta - 1e-14) n) equals n - D for every two- and three-decimal delta here.
+    for n in [*range(2, 400), 1000, 4096, 10**5, 10**6]:
+        for i in range(1000):
+            d = i / 1000
+            _, dropped, alive = _spec_counts(n, 0.0, d)
+            assert alive == n - dropped, (n, d)
+
+
+@pytest.mark.property("P12")
+def test_given_k_check_and_infeasible_vectors() -> None:
+    v = load_vectors("graph")
+    for case in v["params_given_k"] + v["params"][9:]:
+        n, g, d, mode = case["n"], case["corrupt_fraction"], case["dropout_fraction"], case["mode"]
+        corrupt, dropped, alive = _spec_counts(n, g, d)
+        assert (case["corrupt"], case["dropouts"], case["survivors"]) == (corrupt, dropped, alive)
+        assert case["max_degree"] == max_degree(n, case["k"])
+        k_hi, complete = case["max_degree"], case["k"] == n - 1
+        c = min(corrupt, n - 1) if complete else _exact_c(n, corrupt, k_hi, Fraction(1, 2**41 * n))
+        t2 = case["k"] - dropped if complete else _exact_t2(n, alive, case["k"], Fraction(1, 2**20 * n))
+        assert (case["corrupt_neighbours"], case["survivor_bound"]) == (c, t2)
+    for case in v["params_given_k"]:
+        n, g, d, mode, k = case["n"], case["corrupt_fraction"], case["dropout_fraction"], case["mode"], case["k"]
+        p = derive_params(n, g, d, mode, k=k)
+        assert (p.k, p.t) == (k, case["t"]) == (k, _t_min(case["max_degree"], case["corrupt_neighbours"], mode))
+    for case in v["params_checks"]:
+        args = (case["n"], case["k"], case["t"], case["mode"], case["corrupt_fraction"], case["dropout_fraction"])
+        if case["accepted"]:
+            check_params(*args)
+        else:
+            with pytest.raises(ConfigurationError):
+                check_params(*args)
+    assert {c["accepted"] for c in v["params_checks"]} == {True, False}
+    for case in v["params_infeasible"]:
+        with pytest.raises(ConfigurationError, match="no threshold works"):
+            derive_params(case["n"], case["corrupt_fraction"], case["dropout_fraction"], case["mode"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -221,3 +224,51 @@ def test_known_answers() -> None:
         sums = np.array([int(v) for v in case["sums"]], dtype=Ring(m).dtype)
         got = qz.dequantise(sums, case["total_weight"], case["clip"], case["bits"])
         assert [v.tobytes().hex() for v in got] == case["out_f64le"]
+
+
+def _spec_quantise(x: float, clip: float, bits: int, weight: int, r: int) -> int:
+    """SPEC 6.7 in plain Python floats (binary64, each operation rounded to nearest, in the order written)."""
+    qmax = (1 << bits) - 1
+    qmax_f = float(qmax)  # fl(qmax): exact for b <= 53, 2^b for b >= 54
+    v = min(max(x, -clip), clip)
+    t = math.floor((v + clip) * (qmax_f / (2.0 * clip)) + r * 2.0**-32)
+    t = min(max(t, 0), qmax_f)
+    return min(int(t), qmax) * weight  # the integer clamp: 2^b (b >= 54) becomes 2^b - 1
+
+
+@pytest.mark.property("P12")
+def test_known_answers_recomputed_from_the_spec_text() -> None:
+    data = load_vectors("quantise")
+    for case in data["quantise"]:
+        xs = [struct.unpack("<f", bytes.fromhex(h))[0] for h in case["x_f32le"]]
+        got = [
+            _spec_quantise(x, case["clip"], case["bits"], case["weight"], r)
+            for x, r in zip(xs, case["rand"], strict=True)
+        ]
+        assert [str(v) for v in got] == case["out"], case["bits"]
+    for case in data["dequantise"]:
+        qmax = (1 << case["bits"]) - 1
+        step = (2.0 * case["clip"]) / float(qmax)
+        got = [(float(int(s)) / float(case["total_weight"])) * step - case["clip"] for s in case["sums"]]
+        assert [struct.pack("<d", v).hex() for v in got] == case["out_f64le"]
+
+
+@pytest.mark.property("P12")
+def test_bits_above_53_clamp_to_the_integer_qmax() -> None:
+    # fl(2^b - 1) = 2^b for b >= 54: the float clamp lets 2^b through, the integer clamp makes it 2^b - 1.
+    cases = [c for c in load_vectors("quantise")["quantise"] if c["bits"] >= 54]
+    assert {c["bits"] for c in cases} >= {54, 55, 62}
+    for b in range(1, 63):
+        assert (float((1 << b) - 1) == 2.0**b) == (b >= 54)
+    for case in cases:
+        qmax = (1 << case["bits"]) - 1
+        outs = [int(v) for v in case["out"]]
+        assert max(outs) == case["weight"] * qmax  # x >= c reaches exactly w * (2^b - 1), never w * 2^b
+        for x, r, out in zip(case["x"], case["rand"], outs, strict=True):
+            if x == "inf" or (isinstance(x, float) and x >= case["clip"]):
+                assert out == case["weight"] * qmax, (case["bits"], x, r)
+    # and the server-side range check uses the integer W * (2^b - 1): 2^54 - 1 decodes, 2^54 is refused
+    top = np.array([(1 << 54) - 1], dtype=np.uint64)
+    assert qz.dequantise(top, 1, 1.0, 54).tolist() == [1.0]
+    with pytest.raises(ConfigurationError):
+        qz.dequantise(top + np.uint64(1), 1, 1.0, 54)
