@@ -10,12 +10,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from secagg.errors import EncodingError
 
 FORMAT_VERSION = 1
 MAX_FIELD_BYTES = 1 << 30
+
+# Decoding cost (protocols/SPEC.md 13.3). Every item a reader builds from a list (a pair, an advertisement) costs
+# about a hundred bytes of Python objects whatever its encoded size, so the number of such items must be paid for
+# by the input: one decoding builds at most ITEM_BUDGET_FREE + len(input) // ITEM_BUDGET_BYTES of them. Every
+# item the protocol produces carries at least 64 bytes (signatures 64, Shamir shares 68, share ciphertexts 172,
+# key advertisements 72), so no honest message, of any size, comes near the budget.
+ITEM_BUDGET_FREE = 1024
+ITEM_BUDGET_BYTES = 64
+
+_U32 = struct.Struct(">I")
+_U32_PAIR = struct.Struct(">II")
 
 
 class Writer:
@@ -78,13 +89,14 @@ class Writer:
 class Reader:
     """Strict reader of a canonical encoding: errors are EncodingError, trailing bytes are refused."""
 
-    __slots__ = ("_buf", "_pos")
+    __slots__ = ("_buf", "_items", "_pos")
 
     def __init__(self, data: bytes) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise EncodingError("expected bytes")
         self._buf = bytes(data)
         self._pos = 0
+        self._items = ITEM_BUDGET_FREE + len(self._buf) // ITEM_BUDGET_BYTES  # see ITEM_BUDGET_BYTES
 
     def _take(self, n: int) -> bytes:
         if n < 0 or self._pos + n > len(self._buf):
@@ -100,7 +112,7 @@ class Reader:
         return int(struct.unpack(">H", self._take(2))[0])
 
     def u32(self) -> int:
-        return int(struct.unpack(">I", self._take(4))[0])
+        return int(_U32.unpack(self._take(4))[0])
 
     def u64(self) -> int:
         return int(struct.unpack(">Q", self._take(8))[0])
@@ -127,14 +139,54 @@ class Reader:
             raise EncodingError("invalid utf-8") from exc
 
     def u32_list(self, max_items: int = 1 << 20) -> list[int]:
-        n = self.u32()
-        if n > max_items:
-            raise EncodingError("list longer than allowed")
-        if self._pos + 4 * n > len(self._buf):
-            raise EncodingError("truncated input")
-        out = list(struct.unpack_from(f">{n}I", self._buf, self._pos))
+        return list(self.u32_tuple(max_items))
+
+    def u32_tuple(self, max_items: int = 1 << 20) -> tuple[int, ...]:
+        """A `u32_list` as a tuple, built in one step (no intermediate list)."""
+        n = self.count(max_items, 4, too_many="list longer than allowed")
+        out: tuple[int, ...] = struct.unpack_from(f">{n}I", self._buf, self._pos)
         self._pos += 4 * n
         return out
+
+    def count(self, max_items: int, min_item_bytes: int, *, too_many: str = "too many items") -> int:
+        """A u32 item count, checked before anything is built: at most max_items (else `too_many`), and at most
+        what the remaining input can hold at min_item_bytes (>= 1) per item (else "truncated input")."""
+        n = self.u32()
+        if n > max_items:
+            raise EncodingError(too_many)
+        if n * min_item_bytes > len(self._buf) - self._pos:
+            raise EncodingError("truncated input")
+        return n
+
+    def spend_items(self, n: int) -> None:
+        """Charge n built items (pairs, advertisements) to this reader's item budget (ITEM_BUDGET_BYTES)."""
+        if n > self._items:
+            raise EncodingError("too many items for the message size")
+        self._items -= n
+
+    def pairs(self, max_items: int, max_blob: int) -> tuple[tuple[int, bytes], ...]:
+        """A pair list, `u32 count || count x (u32 id || bytes blob)`, each blob at most max_blob bytes. The count
+        is checked against max_items, the remaining input (8 bytes a pair at least) and the item budget before
+        any pair is built; the pairs are built straight into the result."""
+        n = self.count(max_items, 8)
+        self.spend_items(n)
+        buf, end, unpack = self._buf, len(self._buf), _U32_PAIR.unpack_from
+
+        def items() -> Iterator[tuple[int, bytes]]:
+            pos = self._pos
+            for _ in range(n):
+                if pos + 8 > end:
+                    raise EncodingError("truncated input")
+                ident, length = unpack(buf, pos)
+                if length > max_blob:
+                    raise EncodingError("field longer than allowed")
+                start, pos = pos + 8, pos + 8 + length
+                if pos > end:
+                    raise EncodingError("truncated input")
+                yield ident, buf[start:pos]
+            self._pos = pos
+
+        return tuple(items())
 
     def remaining(self) -> int:
         return len(self._buf) - self._pos

@@ -8,6 +8,7 @@ The sender of a client message is never read from the message: transports pass t
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
@@ -30,10 +31,12 @@ def _pairs_w(w: Writer, items: tuple[tuple[int, bytes], ...]) -> None:
 
 
 def _pairs_r(r: Reader) -> tuple[tuple[int, bytes], ...]:
-    n = r.u32()
-    if n > MAX_ITEMS:
-        raise EncodingError("too many items")
-    return tuple((r.u32(), r.bytes_(max_len=MAX_BLOB)) for _ in range(n))
+    # count checked against MAX_ITEMS, the remaining bytes and the reader's item budget before any pair is built
+    return r.pairs(MAX_ITEMS, MAX_BLOB)
+
+
+_AD_HEAD = struct.Struct(">I32s32sI")  # client_id, enc_public, mask_public, signature length
+_AD_MIN_BYTES = _AD_HEAD.size  # an advertisement with an empty signature: 72 bytes
 
 
 # ---------------------------------------------------------------- server -> client
@@ -68,7 +71,10 @@ class KeyAdvertisement:
 
     @classmethod
     def _read(cls, r: Reader) -> KeyAdvertisement:
-        return cls(r.u32(), r.raw(32), r.raw(32), r.bytes_(max_len=64))
+        client_id, enc_public, mask_public, sig_len = _AD_HEAD.unpack(r.raw(_AD_MIN_BYTES))
+        if sig_len > 64:
+            raise EncodingError("field longer than allowed")
+        return cls(client_id, enc_public, mask_public, r.raw(sig_len))
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,9 @@ class KeysBroadcast:
 
     @classmethod
     def _read(cls, r: Reader) -> KeysBroadcast:
-        tag, sid, n = r.raw(ID_BYTES), r.raw(ID_BYTES), r.u32()
-        if n > MAX_ITEMS:
-            raise EncodingError("too many advertisements")
+        tag, sid = r.raw(ID_BYTES), r.raw(ID_BYTES)
+        n = r.count(MAX_ITEMS, _AD_MIN_BYTES, too_many="too many advertisements")
+        r.spend_items(n)
         return cls(tag, sid, tuple(KeyAdvertisement._read(r) for _ in range(n)))
 
 
@@ -123,7 +129,7 @@ class ConsistencyRequest:
 
     @classmethod
     def _read(cls, r: Reader) -> ConsistencyRequest:
-        return cls(r.raw(ID_BYTES), tuple(r.u32_list(MAX_ITEMS)))
+        return cls(r.raw(ID_BYTES), r.u32_tuple(MAX_ITEMS))
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,8 @@ class UnmaskRequest:
     @classmethod
     def _read(cls, r: Reader) -> UnmaskRequest:
         sid = r.raw(ID_BYTES)
-        alive, dropped, surv = r.u32_list(MAX_ITEMS), r.u32_list(MAX_ITEMS), r.u32_list(MAX_ITEMS)
-        return cls(sid, tuple(alive), tuple(dropped), tuple(surv), _pairs_r(r))
+        alive, dropped, surv = r.u32_tuple(MAX_ITEMS), r.u32_tuple(MAX_ITEMS), r.u32_tuple(MAX_ITEMS)
+        return cls(sid, alive, dropped, surv, _pairs_r(r))
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,7 @@ class RoundComplete:
 
     @classmethod
     def _read(cls, r: Reader) -> RoundComplete:
-        return cls(r.raw(ID_BYTES), tuple(r.u32_list(MAX_ITEMS)))
+        return cls(r.raw(ID_BYTES), r.u32_tuple(MAX_ITEMS))
 
 
 # ---------------------------------------------------------------- client -> server

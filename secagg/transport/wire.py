@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
+from secagg.encoding import ITEM_BUDGET_BYTES, ITEM_BUDGET_FREE
 from secagg.errors import ConfigurationError, EncodingError
 from secagg.protocol.config import Mode, RoundConfig
 from secagg.protocol.messages import (
@@ -75,6 +76,18 @@ def _pairs(items: Any, key: str, value: str) -> tuple[tuple[int, bytes], ...]:
     if len(items) > MAX_ITEMS:
         raise EncodingError("too many items")
     return tuple((int(getattr(i, key)), _blob(getattr(i, value), value)) for i in items)
+
+
+def _item_budget(size: int) -> int:
+    """How many items (pairs, advertisements) an envelope of `size` bytes may make a decoder build (SPEC 13.3)."""
+    return ITEM_BUDGET_FREE + size // ITEM_BUDGET_BYTES
+
+
+def _spend(env: Any, n: int) -> None:
+    """Refuse a parsed envelope whose lists hold more items than its serialized size pays for, before converting
+    them (each converted item costs about a hundred bytes of Python objects, whatever its encoded size)."""
+    if n > ITEM_BUDGET_FREE and n > _item_budget(env.ByteSize()):
+        raise EncodingError("too many items for the message size")
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -194,6 +207,7 @@ def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
         k = env.keys_broadcast
         if len(k.advertisements) > MAX_ITEMS:
             raise EncodingError("too many advertisements")
+        _spend(env, len(k.advertisements))
         return KeysBroadcast(
             _fixed(k.round_tag, ID_BYTES, "round_tag"),
             _fixed(k.session_id, ID_BYTES, "session_id"),
@@ -201,12 +215,14 @@ def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
         )
     if kind == "shares_delivery":
         s = env.shares_delivery
+        _spend(env, len(s.ciphertexts))
         return SharesDelivery(_fixed(s.session_id, ID_BYTES, "session_id"), _pairs(s.ciphertexts, "peer", "ciphertext"))
     if kind == "consistency_request":
         c = env.consistency_request
         return ConsistencyRequest(_fixed(c.session_id, ID_BYTES, "session_id"), _ids(c.survivors, "survivors"))
     if kind == "unmask_request":
         u = env.unmask_request
+        _spend(env, len(u.signatures))
         return UnmaskRequest(
             _fixed(u.session_id, ID_BYTES, "session_id"),
             _ids(u.alive, "alive"),
@@ -273,6 +289,7 @@ def client_from_proto(env: pb.ClientEnvelope) -> ClientMessage:
         return AdvertiseKeys(_fixed(a.round_tag, ID_BYTES, "round_tag"), _adv_from(a.advertisement))
     if kind == "share_keys":
         s = env.share_keys
+        _spend(env, len(s.ciphertexts))
         return ShareKeys(
             _fixed(s.session_id, ID_BYTES, "session_id"),
             _pairs(s.ciphertexts, "peer", "ciphertext"),
@@ -293,6 +310,7 @@ def client_from_proto(env: pb.ClientEnvelope) -> ClientMessage:
         return ConsistencySignature(_fixed(c.session_id, ID_BYTES, "session_id"), _blob(c.signature, "signature", 64))
     if kind == "unmask_response":
         u = env.unmask_response
+        _spend(env, len(u.seed_shares) + len(u.key_shares))
         return UnmaskResponse(
             _fixed(u.session_id, ID_BYTES, "session_id"),
             _pairs(u.seed_shares, "owner", "share"),
@@ -376,6 +394,7 @@ def decode_client(raw: bytes) -> ClientMessage:
     fast = _decode_chunk(raw)
     if fast is not None:
         return fast
+    _scan_items(raw)  # before protobuf builds a message object per item
     try:
         env = pb.ClientEnvelope.FromString(raw)
     except DecodeError:
@@ -431,3 +450,98 @@ def _decode_chunk(raw: bytes) -> MaskedInputChunk | None:
         data = data.copy()
         data.flags.writeable = False
     return MaskedInputChunk(sid, index, count, offset, data)
+
+
+# ---------------------------------------------------------------------------------------- cost of a parse
+#
+# protobuf builds one message object (about 48 bytes in its arena) for every repeated item and for every change of
+# the oneof, however short its encoding: an envelope of 2-byte empty ShareCiphertext items takes 24 times its size
+# before client_from_proto sees it. _scan_items walks the envelope's fields, and those of a share_keys or
+# unmask_response body, without building anything, and refuses the envelope once more fields than its item budget
+# (SPEC 13.3) have been seen; other bodies are skipped whole (what protobuf builds from them is at most about their
+# size: scalars, strings, unknown fields and merged submessages). The walk follows protobuf's grammar: what protobuf
+# certainly refuses (a field 0, wire type 6 or 7, an unmatched end-group tag, a group left open, a tag, varint or
+# length cut short or running past its message) is refused as protobuf reports it; groups (unknown fields, which
+# proto3 parsers accept) are followed, their fields counted. Only past protobuf's nesting limit (100) does the walk
+# stop, counting every 2 bytes left as one more item: as many as protobuf could build from them.
+
+_LIST_BODIES = (17, 20)  # ClientEnvelope.share_keys, .unmask_response: the client messages with repeated items
+_ANY_VARINT = (1 << 70) - 1  # protobuf reads up to 10 varint bytes and keeps the low bits
+_MAX_DEPTH = 100  # protobuf's nesting limit: groups and messages below the envelope
+_GROUP_START, _GROUP_END = 3, 4  # wire types
+
+
+def _scan_items(raw: bytes) -> None:
+    """EncodingError "too many items for the message size" when parsing `raw` as a ClientEnvelope could build more
+    message objects than _item_budget(len(raw)), "not a protobuf ClientEnvelope" for bytes protobuf refuses; the
+    walk stops at the first of these, so its time is linear in the budget."""
+    end = len(raw)
+    budget = _item_budget(end)
+    pos, limit, nested, seen = 0, end, False, 0
+    groups: list[int] = []  # field numbers of the groups open at pos
+    while pos < end:
+        if pos == limit:  # the end of a share_keys / unmask_response body
+            if groups:
+                raise EncodingError("not a protobuf ClientEnvelope")
+            limit, nested = end, False
+            continue
+        seen += 1
+        if seen > budget:
+            raise EncodingError("too many items for the message size")
+        if nested and pos + 1 < limit and raw[pos] & 0x87 == _LEN and raw[pos] > 7:
+            # the common case inside a list body: a 1-byte tag, a length of 1 or 2 bytes (an item)
+            first = raw[pos + 1]
+            if first < 0x80:
+                after = pos + 2 + first
+            elif pos + 2 < limit and raw[pos + 2] < 0x80:
+                after = pos + 3 + (first & 0x7F | raw[pos + 2] << 7)
+            else:
+                after = limit + 1  # the general walk decides
+            if after <= limit:
+                pos = after
+                continue
+        got = _read_varint(raw, pos, _U32)
+        if got is None or got[1] > limit or got[0] >> 3 == 0:
+            raise EncodingError("not a protobuf ClientEnvelope")
+        tag, after = got
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == _GROUP_START:
+            if len(groups) + nested >= _MAX_DEPTH:  # protobuf's limit decides: at most an item per 2 bytes left
+                if seen + (end - pos) // 2 > budget:
+                    raise EncodingError("too many items for the message size")
+                return
+            groups.append(field)
+            pos = after
+        elif wire_type == _GROUP_END:
+            if not groups or groups.pop() != field:
+                raise EncodingError("not a protobuf ClientEnvelope")
+            pos = after
+        elif wire_type == _LEN and not nested and not groups and field in _LIST_BODIES:
+            body = _len_value(raw, after, limit)
+            pos, limit, nested = body[0], body[1], True
+        else:
+            pos = _skip_value(raw, after, limit, wire_type)
+    if groups:
+        raise EncodingError("not a protobuf ClientEnvelope")
+
+
+def _len_value(raw: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """(start, end) of the length-delimited value at pos, within limit."""
+    got = _read_varint(raw, pos, limit)
+    if got is None or got[1] + got[0] > limit:
+        raise EncodingError("not a protobuf ClientEnvelope")
+    return got[1], got[1] + got[0]
+
+
+def _skip_value(raw: bytes, pos: int, limit: int, wire_type: int) -> int:
+    """The position after the value of a field of this wire type at pos (varint, fixed64, length-delimited,
+    fixed32), within limit."""
+    if wire_type == _VARINT:
+        got = _read_varint(raw, pos, _ANY_VARINT)
+        if got is not None and got[1] <= limit:
+            return got[1]
+    elif wire_type == _LEN:
+        return _len_value(raw, pos, limit)[1]
+    elif wire_type in (1, 5) and pos + (8 if wire_type == 1 else 4) <= limit:
+        return pos + (8 if wire_type == 1 else 4)
+    raise EncodingError("not a protobuf ClientEnvelope")  # cut short, or wire type 6 or 7
