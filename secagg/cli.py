@@ -141,6 +141,21 @@ def _parser() -> argparse.ArgumentParser:
     silo.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="DP-SGD per-example clipping norm")
     silo.add_argument("--dp-delta", type=float, default=1e-5, help="DP delta")
     silo.add_argument("--dp-rounds", type=int, default=20, help="training rounds the privacy budget covers")
+
+    exc = sub.add_parser(
+        "exclusions",
+        help="show the silos the server benched, or reinstate one",
+        description=(
+            "The aggregation server benches a silo once it was named as the cause of a failed or damaged round "
+            "exclusion_strikes times (server.toml; named only on evidence other silos cannot forge, see "
+            "threat_model.md P7). Without options, list the strikes and the benched silos of server.toml's "
+            "output directory; with --reinstate, let a silo take part again from the next round (a running "
+            "server reads the list before every round, so no restart is needed)."
+        ),
+    )
+    exc.add_argument("--config", type=Path, required=True, help="server.toml")
+    exc.add_argument("--reinstate", type=int, metavar="SILO", help="the silo id to let back in")
+    exc.add_argument("--json", action="store_true", help="print the list as JSON")
     return p
 
 
@@ -171,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _server(args)
         if args.command == "silo":
             return _silo(args)
+        if args.command == "exclusions":
+            return _exclusions(args)
     except SecAggError as exc:
         print(f"secagg {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -269,6 +286,39 @@ def _server(args: argparse.Namespace) -> int:
     ok = sum(1 for o in outcomes if o.result is not None)
     print(f"{ok} of {len(outcomes)} rounds produced an aggregate; outputs in {cfg.output_dir}")
     return 0 if outcomes and ok == len(outcomes) else 1
+
+
+def _exclusions(args: argparse.Namespace) -> int:
+    from secagg.deploy._files import atomic_write
+    from secagg.deploy.config import load_server_config
+    from secagg.exclusion import ExclusionList
+
+    cfg = load_server_config(args.config)
+    path = cfg.exclusion_path
+    lst = (
+        ExclusionList.from_json(path.read_text(), strikes=cfg.exclusion_strikes)
+        if path.exists()
+        else ExclusionList(strikes=cfg.exclusion_strikes)
+    )
+    if args.reinstate is not None:
+        if not lst.reinstate(args.reinstate):
+            print(f"secagg exclusions: silo {args.reinstate} is not benched ({path})", file=sys.stderr)
+            return 1
+        atomic_write(path, lst.to_json().encode(), mode=0o644)
+        print(f"silo {args.reinstate} reinstated: it is invited again from the next round")
+        return 0
+    if args.json:
+        print(lst.to_json(), end="")
+        return 0
+    print(f"benched after {cfg.exclusion_strikes} strike(s) ({path}):" if cfg.exclusion_strikes else "benching off:")
+    if not lst.benched:
+        print("  no silo is benched")
+    for silo, b in sorted(lst.benched.items()):
+        print(f"  silo {silo}: benched in round {b.round}: {b.reason}")
+    for silo, n in sorted(lst.counts.items()):
+        if silo not in lst.benched:
+            print(f"  silo {silo}: {n} strike(s)")
+    return 0
 
 
 def _silo(args: argparse.Namespace) -> int:

@@ -467,11 +467,18 @@ class Deadlines:
     consistency_check: float = 30.0
     unmask: float = 30.0
     connect: float = 60.0
+    round: float | None = None
+    """A bound on a whole round (stage deadlines are clipped to it); None: the sum of the stage deadlines."""
 
     def stage_timeouts(self) -> StageTimeouts:
         """The stage deadlines as ServerSession takes them."""
         return StageTimeouts(
-            self.advertise_keys, self.share_keys, self.masked_input, self.consistency_check, self.unmask
+            self.advertise_keys,
+            self.share_keys,
+            self.masked_input,
+            self.consistency_check,
+            self.unmask,
+            round=math.inf if self.round is None else self.round,
         )
 
 
@@ -492,7 +499,14 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     staging_budget_bytes: int = DEFAULT_STAGING_BUDGET_BYTES
     seed: int | None = None
+    exclusion_strikes: int = 1
+    """Rounds a silo may be named as the cause of a failure before it is benched (0: never bench)."""
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def exclusion_path(self) -> Path:
+        """Where the server keeps its exclusion list (benched silos; `secagg exclusions --reinstate` edits it)."""
+        return self.output_dir / "exclusions.json"
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -505,14 +519,17 @@ class ServerConfig:
         participants: Iterable[int],
         graph_seed: bytes,
         model_hash: bytes = bytes(32),
+        benched: int = 0,
     ) -> RoundConfig:
-        """The RoundConfig to propose for one round over the given (connected, rostered) silos."""
+        """The RoundConfig to propose for one round over the given (connected, rostered) silos; with `benched`
+        silos excluded, min_silos counts at most the silos that are not."""
         parts = tuple(sorted(participants))
         unknown = [p for p in parts if self.roster.by_id(p) is None]
         if unknown:
             raise ConfigurationError(f"participants not in the roster: {unknown[:5]}")
-        if len(parts) < self.min_silos:
-            raise ConfigurationError(f"{len(parts)} participants, fewer than min_silos = {self.min_silos}")
+        need = min(self.min_silos, len(self.roster) - benched)
+        if len(parts) < need:
+            raise ConfigurationError(f"{len(parts)} participants, fewer than min_silos = {need}")
         p = self.protocol
         return propose_round(
             run_id=self.run_id,
@@ -558,6 +575,7 @@ def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
     max_msg = top.int_("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, lo=MIN_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES)
     budget = top.int_("staging_budget_bytes", DEFAULT_STAGING_BUDGET_BYTES, lo=0)
     seed = top.int_("seed", None, lo=0, hi=2**128 - 1)
+    strikes = top.int_("exclusion_strikes", 1, lo=0, hi=1_000_000)
     top.finish()
 
     # Cross-field checks: refuse now what would otherwise abort the first round.
@@ -594,6 +612,7 @@ def load_server_config(path: str | os.PathLike[str]) -> ServerConfig:
         max_message_bytes=max_msg,
         staging_budget_bytes=budget,
         seed=seed,
+        exclusion_strikes=strikes,
         path=file,
     )
 
@@ -667,8 +686,9 @@ def _deadlines(t: _Table) -> Deadlines:
         name: t.float_(name, getattr(d, name), lo=0.0, lo_open=True, hi=86_400.0)
         for name in ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask", "connect")
     }
+    whole = t.float_("round", None, lo=0.0, lo_open=True, hi=7 * 86_400.0)
     t.finish()
-    return Deadlines(**values)
+    return Deadlines(**values, round=whole)
 
 
 def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> None:
@@ -691,6 +711,7 @@ def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> N
         f"audit_log = {_toml_str(rel(config.audit_log))}",
         f"max_message_bytes = {config.max_message_bytes}",
         f"staging_budget_bytes = {config.staging_budget_bytes}",
+        f"exclusion_strikes = {config.exclusion_strikes}  # rounds named as a culprit before a silo is benched",
     ]
     if config.seed is not None:
         lines.append(f"seed = {config.seed}  # deterministic randomness: tests only, never in production")
@@ -728,6 +749,7 @@ def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> N
         f"consistency_check = {_toml_float(d.consistency_check)}",
         f"unmask = {_toml_float(d.unmask)}",
         f"connect = {_toml_float(d.connect)}",
+        *([f"round = {_toml_float(d.round)}  # bound on a whole round"] if d.round is not None else []),
         "",
     ]
     _write_text(out, "\n".join(lines))

@@ -29,8 +29,10 @@ import grpc
 import numpy as np
 
 from secagg.crypto.rng import RandomSource
+from secagg.deploy._files import atomic_write
 from secagg.deploy.config import ServerConfig
 from secagg.errors import ConfigurationError, EncodingError, RoundAborted
+from secagg.exclusion import ExclusionList
 from secagg.protocol import recipes
 from secagg.protocol.config import Mode, RoundConfig
 from secagg.protocol.messages import ClientAbort, ClientMessage
@@ -55,6 +57,10 @@ class RoundOutcome:
     error: RoundAborted | None
     seconds: float
     participants: tuple[int, ...] = ()
+    blamed: dict[int, str] = dataclasses.field(default_factory=dict)
+    """Silos the round named as the cause of a failure (ServerSession.blamed)."""
+    benched: tuple[int, ...] = ()
+    """Silos benched after this round (not invited again until reinstated)."""
 
 
 class _Conn:
@@ -230,18 +236,20 @@ class AggregationServer:
             self.outcomes.append(self.run_round(r))
         return self.outcomes
 
-    def _wait_for_silos(self) -> list[int]:
+    def _wait_for_silos(self, exclusions: ExclusionList) -> list[int]:
+        """The connected silos that are not benched, once min_silos of them are (or the connect deadline
+        passed); benched silos lower what can be waited for, so a round does not wait for them."""
         cfg = self.config
-        need = cfg.min_silos
+        need = min(cfg.min_silos, len(cfg.roster) - len(exclusions.benched))
         deadline = self._clock() + cfg.deadlines.connect
         while self._clock() < deadline and not self._stopping.is_set():
             # no round runs: what streams queued (departures, stray messages) concerns no session; drop it,
             # or once the bounded queue is full every stream thread blocks and no silo can attach again
             self._drain_inbox()
-            if len(self._connected()) >= need:
+            if len(exclusions.eligible(self._connected())) >= need:
                 break
             time.sleep(0.02)
-        return self._connected()
+        return exclusions.eligible(self._connected())
 
     def _drain_inbox(self) -> None:
         while True:
@@ -250,9 +258,9 @@ class AggregationServer:
             except queue.Empty:
                 return
 
-    def _round_config(self, r: int, participants: list[int], overrides: dict[str, Any]) -> RoundConfig:
+    def _round_config(self, r: int, participants: list[int], overrides: dict[str, Any], benched: int) -> RoundConfig:
         model_hash = self._model_hash(r) if self._model_hash else bytes(32)
-        config = self.config.round_config(r, participants, self._rng.random_bytes(32), model_hash)
+        config = self.config.round_config(r, participants, self._rng.random_bytes(32), model_hash, benched)
         return dataclasses.replace(config, **overrides) if overrides else config
 
     def run_round(self, r: int, **overrides: Any) -> RoundOutcome:
@@ -264,9 +272,21 @@ class AggregationServer:
         t0 = time.perf_counter()
         if self._on_round_start is not None:
             self._on_round_start(r)
-        participants = self._wait_for_silos()
+        exclusions = self._exclusions()
+        participants = self._wait_for_silos(exclusions)
+        for silo in sorted(set(self._connected()) - set(participants)):
+            b = exclusions.benched[silo]
+            log.warning(
+                "round %d: silo %d stays benched (since round %d: %s); to let it back: secagg exclusions "
+                "--config <server.toml> --reinstate %d",
+                r,
+                silo,
+                b.round,
+                b.reason,
+                silo,
+            )
         try:
-            config = self._round_config(r, participants, overrides)
+            config = self._round_config(r, participants, overrides, len(exclusions.benched))
         except ConfigurationError as exc:
             err = RoundAborted("TOO_FEW_CLIENTS", f"cannot start round {r} with {len(participants)} silos: {exc}")
             self._record(Audit("round-not-started", None, str(err)), r)
@@ -277,6 +297,7 @@ class AggregationServer:
             roster=self._identity_keys if config.mode is Mode.HARDENED else None,
             timeouts=self.config.deadlines.stage_timeouts(),
             staging_budget_bytes=self.config.staging_budget_bytes,
+            corrupt_fraction=self.config.protocol.corrupt_fraction,
         )
         # generations of the streams taking part: a message from an older stream of a silo is stale
         with self._lock:
@@ -305,9 +326,44 @@ class AggregationServer:
             with self._lock:
                 self._dispatch(session.abort("SERVER_SHUTDOWN", "the server is shutting down"), r)
         self._session = None
-        outcome = RoundOutcome(r, session.result, session.error, time.perf_counter() - t0, config.participants)
+        benched = tuple(exclusions.record(r, session.blamed))
+        if session.blamed:
+            self._save_exclusions(exclusions)
+        for silo in benched:
+            reason = session.blamed[silo]
+            self._record(Audit("silo-benched", silo, f"strikes={exclusions.counts[silo]}: {reason}"[:200]), r)
+            log.error(
+                "round %d: silo %d benched after %d strike(s) (%s); it is not invited again until "
+                "`secagg exclusions --config <server.toml> --reinstate %d`",
+                r,
+                silo,
+                exclusions.counts[silo],
+                reason,
+                silo,
+            )
+        outcome = RoundOutcome(
+            r,
+            session.result,
+            session.error,
+            time.perf_counter() - t0,
+            config.participants,
+            dict(session.blamed),
+            benched,
+        )
         self._write_outcome(config, outcome)
         return outcome
+
+    def _exclusions(self) -> ExclusionList:
+        """The exclusion list as on disk now (an operator may have reinstated a silo since the last round)."""
+        path = self.config.exclusion_path
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return ExclusionList(strikes=self.config.exclusion_strikes)
+        return ExclusionList.from_json(text, strikes=self.config.exclusion_strikes)
+
+    def _save_exclusions(self, exclusions: ExclusionList) -> None:
+        atomic_write(self.config.exclusion_path, exclusions.to_json().encode(), mode=0o644)
 
     def _dispatch(self, events: list[Audit | Send], r: int) -> None:
         """Send messages to their silos' queues, write audit records. Called with the lock held."""
@@ -342,6 +398,8 @@ class AggregationServer:
             "dim": config.dim,
             "seconds": round(outcome.seconds, 6),
             "ok": res is not None,
+            "blamed": {str(c): why for c, why in sorted(outcome.blamed.items())},
+            "benched": list(outcome.benched),
         }
         if res is not None:
             summary.update(
