@@ -467,8 +467,6 @@ class Deadlines:
     consistency_check: float = 30.0
     unmask: float = 30.0
     connect: float = 60.0
-    round: float | None = None
-    """A bound on a whole round (stage deadlines are clipped to it); None: the sum of the stage deadlines."""
 
     def stage_timeouts(self) -> StageTimeouts:
         """The stage deadlines as ServerSession takes them."""
@@ -478,7 +476,6 @@ class Deadlines:
             self.masked_input,
             self.consistency_check,
             self.unmask,
-            round=math.inf if self.round is None else self.round,
         )
 
 
@@ -686,9 +683,8 @@ def _deadlines(t: _Table) -> Deadlines:
         name: t.float_(name, getattr(d, name), lo=0.0, lo_open=True, hi=86_400.0)
         for name in ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask", "connect")
     }
-    whole = t.float_("round", None, lo=0.0, lo_open=True, hi=7 * 86_400.0)
     t.finish()
-    return Deadlines(**values, round=whole)
+    return Deadlines(**values)
 
 
 def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> None:
@@ -749,7 +745,6 @@ def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> N
         f"consistency_check = {_toml_float(d.consistency_check)}",
         f"unmask = {_toml_float(d.unmask)}",
         f"connect = {_toml_float(d.connect)}",
-        *([f"round = {_toml_float(d.round)}  # bound on a whole round"] if d.round is not None else []),
         "",
     ]
     _write_text(out, "\n".join(lines))

@@ -271,6 +271,3 @@ class StageTimeouts:
     masked_input: float = 120.0
     consistency_check: float = 30.0
     unmask: float = 30.0
-    round: float = math.inf
-    """A bound on the whole round: every stage deadline is clipped to round start + this, so a client that
-    answers each stage just before its deadline cannot stretch a round past it (SPEC §9.2)."""

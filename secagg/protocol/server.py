@@ -164,7 +164,6 @@ class ServerSession:
         self.timeouts = timeouts or StageTimeouts()
         self.state = ServerState.NOT_STARTED
         self.deadline: float = float("inf")
-        self._round_deadline = float("inf")
         self.error: RoundAborted | None = None
         self.result: AggregateResult | None = None
         self.session_id: bytes | None = None
@@ -660,9 +659,7 @@ class ServerSession:
         self.state = state
         self._expected = expected - self._rejected
         stage = SERVER_STAGE[state]
-        if state is ServerState.COLLECT_KEYS:
-            self._round_deadline = now + self.timeouts.round
-        self.deadline = min(now + getattr(self.timeouts, stage.value.replace("-", "_")), self._round_deadline)
+        self.deadline = now + getattr(self.timeouts, stage.value.replace("-", "_"))
 
     def _drop(self, client: int) -> None:
         self._expected.discard(client)
