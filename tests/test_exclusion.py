@@ -109,3 +109,41 @@ def test_one_malicious_silo_among_ten_costs_one_round_over_real_processes(deploy
     assert "secagg exclusions --config" in server.err()
     wait_for(lambda: dep.output_dir.joinpath("exclusions.json").exists(), "the exclusion list")
     assert list(json.loads(dep.output_dir.joinpath("exclusions.json").read_text())["benched"]) == ["3"]
+
+
+def test_the_flower_strategy_benches_a_node_that_spoils_its_shares(tmp_path: Path, monkeypatch: Any) -> None:
+    """Node 303 runs a mod that spoils every share ciphertext it sends: the first training round gets no
+    aggregate and names it, SecureFedAvg benches it, and the next round aggregates the other four nodes."""
+    pytest.importorskip("flwr")
+    from flwr.app import Message
+    from flwr.clientapp import ClientApp
+
+    from secagg.flower import records as rec_
+    from secagg.flower import secagg_mod
+    from secagg.flower.local import LocalGrid
+    from secagg.protocol.messages import decode_message, encode_message
+    from tests.test_flower import NODES, initial, make_app, strategy
+
+    monkeypatch.setenv("SECAGG_STATE_DIR", str(tmp_path / "state"))
+    honest = secagg_mod()
+
+    def spoiling(msg: Message, ctx: Any, call_next: Any) -> Message:
+        reply = honest(msg, ctx, call_next)
+        key = rec_.reply_key(rec_.PURPOSE_ARRAYS)
+        if reply.has_content() and key in reply.content.array_records:
+            out = [decode_message(b) for b in rec_.unpack_replies(reply.content.array_records[key])]
+            spoilt = [
+                dataclasses.replace(m, ciphertexts=tuple((r, ct[:-1] + bytes([ct[-1] ^ 1])) for r, ct in m.ciphertexts))
+                if isinstance(m, ShareKeys)
+                else m
+                for m in out
+            ]
+            reply.content.array_records[key] = rec_.pack_replies([encode_message(m) for m in spoilt])
+        return reply
+
+    apps: dict[int, ClientApp] = {n: make_app(n, [spoiling if n == 303 else secagg_mod()]) for n in NODES}
+    grid = LocalGrid(apps)
+    s = strategy()
+    s.start(grid=grid, initial_arrays=initial(), num_rounds=2)
+    assert list(s.exclusions.benched) == [303]
+    assert s.last_result is not None and len(s.last_result.survivors) == 4  # round 2: the other four

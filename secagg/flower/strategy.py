@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import (
 
 from secagg.crypto.rng import RandomSource, SystemRandom
 from secagg.errors import ConfigurationError, SecAggError
+from secagg.exclusion import ExclusionList
 from secagg.fl.strategy import IndividualUpdatesRequired
 from secagg.flower import records as rec_
 from secagg.protocol.config import MAX_CLIENT_ID, Mode, RoundConfig, StageTimeouts, propose_round
@@ -60,6 +61,9 @@ class SecAggSettings:
     """Hardened mode: SecAgg+ id -> Ed25519 public key of every node (nodes report their configured id)."""
     run_id: str | None = None
     """Names the run in the round configurations (default: 'flower-<the grid's run id>')."""
+    exclusion_strikes: int = 1
+    """SecAgg+ rounds in which a node is named as the cause of a failure before it is no longer sampled
+    (0: never); `SecureFedAvg.exclusions` holds the list, `reinstate(node)` lets a node back."""
 
 
 class SecureFedAvg(FedAvg):
@@ -78,6 +82,15 @@ class SecureFedAvg(FedAvg):
         self._reported_ids: dict[int, int] = {}  # node id -> the SecAgg+ id it reported (hardened mode)
         self.last_result: AggregateResult | None = None
         """The latest arrays round's aggregate (sum, survivors, dropped), for inspection."""
+        self.exclusions = ExclusionList(strikes=self.secagg.exclusion_strikes)
+        """Flower node ids named as culprits by SecAgg+ rounds, and those benched (no longer sampled)."""
+
+    def reinstate(self, node: int) -> bool:
+        """Let a benched node be sampled again; False if it was not benched."""
+        back = self.exclusions.reinstate(node)
+        if back:
+            log.info("node %d reinstated: it may be sampled again", node)
+        return back
 
     def summary(self) -> None:
         """Log FedAvg's summary and the SecAgg+ settings."""
@@ -158,6 +171,10 @@ class SecureFedAvg(FedAvg):
 
     def _mark(self, msgs: list[Message], stage: str, grid: Grid) -> list[Message]:
         self._grid = grid
+        benched = [m.metadata.dst_node_id for m in msgs if m.metadata.dst_node_id in self.exclusions.benched]
+        if benched:
+            log.warning("SecAgg+: nodes %s are benched and not sampled (SecureFedAvg.reinstate lets one back)", benched)
+            msgs = [m for m in msgs if m.metadata.dst_node_id not in self.exclusions.benched]
         if not msgs:
             return msgs
         if len(msgs) < MIN_NODES:
@@ -279,7 +296,12 @@ class SecureFedAvg(FedAvg):
         for job in jobs:
             if job.config is None:
                 continue
-            server = ServerSession(job.config, roster=roster, timeouts=StageTimeouts(t, t, t, t, t))
+            server = ServerSession(
+                job.config,
+                roster=roster,
+                timeouts=StageTimeouts(t, t, t, t, t),
+                corrupt_fraction=self.secagg.corrupt_fraction,
+            )
             live[job.purpose] = (job, server)
             events[job.purpose] = server.start(now)
         while live:
@@ -301,6 +323,7 @@ class SecureFedAvg(FedAvg):
                     now = max(now, server.deadline)  # everyone who will answer has answered: close the stage
                     events[purpose] += server.poll(now)
                 if server.state in TERMINAL_SERVER:
+                    self._bench(job, server, node_of)
                     job.result = server.result
                     if server.result is None:
                         log.warning("SecAgg+ %s round aborted: %s", purpose, server.error)
@@ -311,6 +334,19 @@ class SecureFedAvg(FedAvg):
                         )
                     del live[purpose]
                     events.pop(purpose, None)
+
+    def _bench(self, job: _Job, server: ServerSession, node_of: Mapping[int, int]) -> None:
+        """Give a strike to every node the round named as a culprit; bench those at the limit."""
+        blamed = {node_of[pid]: why for pid, why in server.blamed.items() if pid in node_of}
+        assert job.config is not None
+        for node in self.exclusions.record(job.config.round, blamed):
+            log.error(
+                "SecAgg+: node %d benched after %d strike(s) (%s); SecureFedAvg.reinstate(%d) lets it back",
+                node,
+                self.exclusions.counts[node],
+                blamed[node],
+                node,
+            )
 
     def _take_reply(
         self,
