@@ -193,6 +193,7 @@ class ServerSession:
         self._corrupt = _params.max_corrupt(config.n, corrupt_fraction)
         self._complaints: dict[int, set[int]] = defaultdict(set)  # accused sender -> clients it failed
         self._notes: list[Audit] = []  # audit records that must outlive an abort of the call that made them
+        self._repeats: dict[tuple[str, int | None, str], int] = {}  # folded audit kinds in this stage
         self._bad_shares: dict[int, set[int]] = defaultdict(set)  # holder -> owners whose share it gave was bad
         self.blamed: dict[int, str] = {}
         """Clients named as the cause of a failure, on evidence colluders cannot forge against an honest client
@@ -215,6 +216,35 @@ class ServerSession:
 
     def receive(self, sender: int, message: ClientMessage, now: float) -> list[ServerEvent]:
         """Take one message from an authenticated sender. Bad messages are rejected, never raised."""
+        return self._fold(self._receive(sender, message, now))
+
+    def _fold(self, events: list[ServerEvent]) -> list[ServerEvent]:
+        """Repeated audit records of one kind from one client in one stage (duplicates, stray messages): the
+        first FOLD_AFTER are kept, the rest counted and reported in one `audit-folded` record when the stage
+        closes, so a client flooding the server with repeats cannot flood its audit log (SPEC §12.3)."""
+        out: list[ServerEvent] = []
+        for ev in events:
+            if isinstance(ev, Audit) and ev.event in FOLDED_EVENTS:
+                key = (ev.event, ev.client, ev.stage)
+                self._repeats[key] = self._repeats.get(key, 0) + 1
+                if self._repeats[key] > FOLD_AFTER:
+                    continue
+            out.append(ev)
+        return out
+
+    def _folded(self) -> list[ServerEvent]:
+        """One record per folded kind since the last stage close (see _fold)."""
+        out: list[ServerEvent] = [
+            Audit("audit-folded", client, f"{event}: {count - FOLD_AFTER} more not recorded", stage)
+            for (event, client, stage), count in sorted(
+                self._repeats.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1] or 0)
+            )
+            if count > FOLD_AFTER
+        ]
+        self._repeats.clear()
+        return out
+
+    def _receive(self, sender: int, message: ClientMessage, now: float) -> list[ServerEvent]:
         out: list[ServerEvent] = []
         if now >= self.deadline and self.state not in TERMINAL_SERVER:
             out += self._close(now)
@@ -426,8 +456,9 @@ class ServerSession:
 
     def _close(self, now: float) -> list[ServerEvent]:
         """Close the current stage: whoever has not answered in full is dropped; then open the next one."""
+        folded = self._folded()
         out = self._close_stage(now)
-        return self._drain() + out
+        return folded + self._drain() + out
 
     def _close_stage(self, now: float) -> list[ServerEvent]:
         state = self.state
@@ -757,6 +788,12 @@ def _same_chunk(st: _Staging, msg: MaskedInputChunk) -> bool:
         and bool(np.array_equal(st.buffer[offset:end], data))
     )
 
+
+FOLDED_EVENTS = frozenset(
+    {"duplicate-ignored", "message-rejected", "late-chunk-ignored", "conflicting-duplicate-rejected"}
+)
+FOLD_AFTER = 3
+"""Records of one folded kind from one client kept per stage (later ones are counted in `audit-folded`)."""
 
 SHARE_FAULTS = frozenset({"AUTHENTICATION_FAILED", "BAD_ENCODING", "SHARE_RELABELLED"})
 """Client abort codes that name the senders of the share ciphertexts that failed (reason "peers <id>,<id>: ...")."""
