@@ -29,6 +29,7 @@ from secagg.protocol.messages import (
     ShareKeys,
     UnmaskResponse,
 )
+from secagg.protocol.server import ServerSession
 from secagg.simulation import build, make_config, run
 from tests.protocol_helpers import assert_exact_sum, assert_server_aborted
 
@@ -178,6 +179,8 @@ def test_up_to_c_malicious_clients_never_get_an_aggregate_with_fewer_than_two_ho
     client's own masked input was altered."""
     cfg, gamma, bad, plans = case
     setup = build(cfg, seed=cfg.round, policy=ClientPolicy(corrupt_fraction=gamma, dropout_fraction=0.0))
+    # the server counts the same C: blame is framing-proof for at most C corrupt clients (SPEC §11.8)
+    setup.server = ServerSession(cfg, roster=setup.server.roster, corrupt_fraction=gamma)
     tampered: set[int] = set()
     run(setup, to_server=_sabotage(bad, plans, tampered))
     res = setup.server.result

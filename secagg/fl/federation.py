@@ -136,7 +136,7 @@ class InProcessFederation:
         }
         if cfg.mode is Mode.HARDENED:
             raise ConfigurationError("in-process federations run the semi-honest mode; use gRPC for hardened")
-        server = ServerSession(cfg)
+        server = ServerSession(cfg, corrupt_fraction=self.settings.corrupt_fraction)
         self.last_clients = clients
         drops = self._drop_at(secagg_round) if self._drop_at else {}
         InProcessNetwork(server, clients, drop_at=drops).run()
