@@ -216,7 +216,7 @@ NOTES = """Reading the tables:
   corrupted shares of more than C owners.
 - A random-looking masked input takes the aggregate out of the honest range (BAD_AGGREGATE). The inputs are
   masked, so which silo did it cannot be known without revealing them: nobody is named, and every round the
-  silo joins is lost until an operator removes it from the roster (threat_model.md R5).
+  silo joins is lost until an operator benches it (`secagg exclusions --bench`; threat_model.md R5).
 """
 
 

@@ -149,12 +149,19 @@ def _parser() -> argparse.ArgumentParser:
             "The aggregation server benches a silo once it was named as the cause of a failed or damaged round "
             "exclusion_strikes times (server.toml; named only on evidence other silos cannot forge, see "
             "threat_model.md P7). Without options, list the strikes and the benched silos of server.toml's "
-            "output directory; with --reinstate, let a silo take part again from the next round (a running "
-            "server reads the list before every round, so no restart is needed)."
+            "output directory; with --reinstate, let a silo take part again from the next round, with --bench, "
+            "bench one by hand (a running server reads the list before every round, so no restart is needed)."
         ),
     )
     exc.add_argument("--config", type=Path, required=True, help="server.toml")
-    exc.add_argument("--reinstate", type=int, metavar="SILO", help="the silo id to let back in")
+    what = exc.add_mutually_exclusive_group()
+    what.add_argument("--reinstate", type=int, metavar="SILO", help="the silo id to let back in")
+    what.add_argument(
+        "--bench",
+        type=int,
+        metavar="SILO",
+        help="bench a silo by hand (e.g. one suspected of failures that cannot be attributed, BAD_AGGREGATE)",
+    )
     exc.add_argument("--json", action="store_true", help="print the list as JSON")
     return p
 
@@ -300,6 +307,16 @@ def _exclusions(args: argparse.Namespace) -> int:
         if path.exists()
         else ExclusionList(strikes=cfg.exclusion_strikes)
     )
+    if args.bench is not None:
+        if cfg.roster.by_id(args.bench) is None:
+            print(f"secagg exclusions: silo {args.bench} is not in the roster", file=sys.stderr)
+            return 2
+        if not lst.bench(args.bench, -1, "benched by the operator"):
+            print(f"silo {args.bench} was already benched")
+            return 0
+        atomic_write(path, lst.to_json().encode(), mode=0o644)
+        print(f"silo {args.bench} benched: it is not invited from the next round")
+        return 0
     if args.reinstate is not None:
         if not lst.reinstate(args.reinstate):
             print(f"secagg exclusions: silo {args.reinstate} is not benched ({path})", file=sys.stderr)

@@ -55,6 +55,13 @@ class ExclusionList:
                 newly.append(silo)
         return newly
 
+    def bench(self, silo: int, round_: int, reason: str) -> bool:
+        """Bench a silo by hand (an operator's decision); False if it was already benched."""
+        if silo in self.benched:
+            return False
+        self.benched[silo] = Benched(round_, reason)
+        return True
+
     def reinstate(self, silo: int) -> bool:
         """Let a benched silo take part again (its strikes start from zero); False if it was not benched."""
         self.counts.pop(silo, None)

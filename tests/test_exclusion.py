@@ -55,6 +55,9 @@ def test_the_exclusions_command_lists_and_reinstates(tmp_path: Path, capsys: pyt
     assert "silo 3 is not benched" in capsys.readouterr().err
     assert main(["exclusions", "--config", str(layout.server_config), "--reinstate", "2"]) == 0
     assert json.loads(cfg.exclusion_path.read_text())["benched"] == {}
+    assert main(["exclusions", "--config", str(layout.server_config), "--bench", "3"]) == 0
+    assert main(["exclusions", "--config", str(layout.server_config), "--bench", "9"]) == 2  # not in the roster
+    assert list(json.loads(cfg.exclusion_path.read_text())["benched"]) == ["3"]
 
 
 class _Spoiler:
