@@ -19,6 +19,7 @@ from secagg.errors import ConfigurationError, RoundAborted
 from secagg.fl.strategy import Strategy, Update
 from secagg.fl.task import EVAL_DIM, LOSS_SCALE, LocalTrainer, RoundTask, ddp_instructions, task_inputs
 from secagg.protocol.client import ClientSession
+from secagg.protocol.codes import AbortCode
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig, propose_round
 from secagg.protocol.ledger import MemoryLedger
 from secagg.protocol.recipes import task_digest
@@ -141,7 +142,7 @@ class InProcessFederation:
         drops = self._drop_at(secagg_round) if self._drop_at else {}
         InProcessNetwork(server, clients, drop_at=drops).run()
         if server.result is None:
-            raise server.error or RoundAborted("NO_RESULT", "the round ended without an aggregate")
+            raise server.error or RoundAborted(AbortCode.NO_RESULT, "the round ended without an aggregate")
         return server.result
 
     def plain_fit(self, task: RoundTask) -> list[Update]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from secagg.errors import ConfigurationError, RoundAborted
 from secagg.fl.strategy import Update
 from secagg.fl.task import RoundTask
+from secagg.protocol.codes import AbortCode
 from secagg.protocol.server import AggregateResult
 from secagg.transport.grpc_server import AggregationServer
 
@@ -26,7 +27,7 @@ class GrpcFederation:
         outcome = self.server.run_round(r, model_hash=digest, dim=dim, clip=clip, encoding=encoding)
         self.outcomes.append(outcome.seconds)
         if outcome.result is None:
-            raise outcome.error or RoundAborted("NO_RESULT", "the round ended without an aggregate")
+            raise outcome.error or RoundAborted(AbortCode.NO_RESULT, "the round ended without an aggregate")
         return outcome.result
 
     def plain_fit(self, task: RoundTask) -> list[Update]:

@@ -37,6 +37,7 @@ from secagg.encoding import Writer, domain
 from secagg.errors import AuthenticationError, ConfigurationError, SecAggError
 from secagg.flower import records as rec_
 from secagg.protocol.client import ClientInput, ClientSession
+from secagg.protocol.codes import AbortCode
 from secagg.protocol.config import ClientPolicy, RoundConfig
 from secagg.protocol.messages import (
     ClientAbort,
@@ -240,14 +241,16 @@ def secagg_mod(
         else:
             sealed = context.state.config_records.get(slot)
             if sealed is None:
-                return [ClientAbort(code="NO_SESSION", reason=f"no {purpose} session on this node for this message")]
+                return [
+                    ClientAbort(code=AbortCode.NO_SESSION, reason=f"no {purpose} session on this node for this message")
+                ]
             try:
                 blob = aead.open_sealed(key, rec_.get_bytes(sealed, "blob"), associated_data=ad)
             except AuthenticationError:
                 context.state.pop(slot, None)
                 reason = "the stored session does not open under this node's state key"
                 log.warning("node %d: %s", msg.metadata.dst_node_id, reason)
-                return [ClientAbort(code="STATE_UNREADABLE", reason=reason)]
+                return [ClientAbort(code=AbortCode.STATE_UNREADABLE, reason=reason)]
             session = ClientSession.restore(
                 SecretBytes(blob, label="client-session-state"), **_session_kwargs(context, purpose, pending, source)
             )
@@ -285,11 +288,11 @@ def _check_setup(
     key is made, so a refusal costs the round nothing but this node."""
     reason = _mismatch(cfg, purpose, pending, context)
     if reason is not None:
-        return "MODEL_MISMATCH", reason
+        return AbortCode.MODEL_MISMATCH, reason
     assert pending is not None
     weight = rec_.get_int(pending, "weight")
     if weight > cfg.max_weight:
-        return "BAD_INPUT", (
+        return AbortCode.BAD_INPUT, (
             f"num-examples {weight} above the round's max_weight {cfg.max_weight}: the server should raise "
             "SecAggSettings.max_weight with modulus 2**64, or use fewer bits"
         )

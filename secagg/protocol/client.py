@@ -40,6 +40,7 @@ from secagg.errors import (
 from secagg.native.quantise import quantise, quantise_kernel  # type: ignore[import-not-found, unused-ignore]
 from secagg.protocol import params as _params
 from secagg.protocol import recipes
+from secagg.protocol.codes import AbortCode
 from secagg.protocol.config import ClientPolicy, Mode, RoundConfig
 from secagg.protocol.ledger import ContributionLedger, MemoryLedger
 from secagg.protocol.messages import (
@@ -351,7 +352,7 @@ class ClientSession(NoPickle):
         mode = self.config.mode if self.config is not None else Mode.SEMI_HONEST
         nxt = client_next(mode, self.state, message)
         if nxt is None:
-            return self._abort(RoundAborted("UNEXPECTED_MESSAGE", f"{type(message).__name__} in {self.state}"))
+            return self._abort(RoundAborted(AbortCode.UNEXPECTED_MESSAGE, f"{type(message).__name__} in {self.state}"))
         try:
             out = self._dispatch(message)
         except Exception as exc:
@@ -378,7 +379,7 @@ class ClientSession(NoPickle):
         if isinstance(message, ServerAbort):
             # honoured whatever its round tag: the stream is ordered, and a server that stops is believed
             self._finish(ClientState.ABORTED)
-            self.error = RoundAborted("SERVER_ABORT", f"{message.code}: {message.reason}")
+            self.error = RoundAborted(AbortCode.SERVER_ABORT, f"{message.code}: {message.reason}")
             return []
         raise LocalProtocolError(f"not a server message: {type(message).__name__}")  # pragma: no cover
 
@@ -410,7 +411,7 @@ class ClientSession(NoPickle):
         tag = cfg.round_tag()
         if cfg.mode is Mode.HARDENED:
             if self._identity is None:
-                raise PolicyRefusal("NO_IDENTITY", "hardened mode needs this silo's identity key")
+                raise PolicyRefusal(AbortCode.NO_IDENTITY, "hardened mode needs this silo's identity key")
             payload = recipes.advertisement_payload(
                 tag, self.client_id, secrets.enc.public_bytes, secrets.mask.public_bytes
             )
@@ -426,66 +427,70 @@ class ClientSession(NoPickle):
             raise PolicyRefusal(code, why)
 
         if self.client_id not in cfg.participants:
-            refuse("NOT_INVITED", "this silo is not among the round's participants")
+            refuse(AbortCode.NOT_INVITED, "this silo is not among the round's participants")
         if cfg.mode not in pol.modes:
-            refuse("MODE", f"mode {cfg.mode.value} is not accepted by this silo's policy")
+            refuse(AbortCode.MODE, f"mode {cfg.mode.value} is not accepted by this silo's policy")
         if cfg.n < pol.min_clients:
-            refuse("TOO_FEW_CLIENTS", f"n={cfg.n} below the policy's {pol.min_clients}")
+            refuse(AbortCode.TOO_FEW_CLIENTS, f"n={cfg.n} below the policy's {pol.min_clients}")
         if cfg.t < pol.min_threshold:
-            refuse("THRESHOLD", f"t={cfg.t} below the policy's {pol.min_threshold}")
+            refuse(AbortCode.THRESHOLD, f"t={cfg.t} below the policy's {pol.min_threshold}")
         if cfg.min_aggregate < pol.min_aggregate_for(cfg.n):
             refuse(
-                "MIN_AGGREGATE",
+                AbortCode.MIN_AGGREGATE,
                 f"min_aggregate={cfg.min_aggregate} below {pol.min_aggregate_for(cfg.n)} (this silo's floor, and two "
                 f"honest inputs beyond the {_params.max_corrupt(cfg.n, pol.corrupt_fraction)} corrupt it assumes)",
             )
         if cfg.modulus < (1 << pol.min_modulus_bits):
-            refuse("MODULUS", f"modulus below 2^{pol.min_modulus_bits}")
+            refuse(AbortCode.MODULUS, f"modulus below 2^{pol.min_modulus_bits}")
         if cfg.clip > pol.max_clip:
-            refuse("CLIP", f"clip {cfg.clip} above the policy's {pol.max_clip}")
+            refuse(AbortCode.CLIP, f"clip {cfg.clip} above the policy's {pol.max_clip}")
         if cfg.dp_noise_multiplier < pol.min_dp_noise_multiplier:
-            refuse("DP_NOISE", f"noise multiplier {cfg.dp_noise_multiplier} below {pol.min_dp_noise_multiplier}")
+            refuse(
+                AbortCode.DP_NOISE, f"noise multiplier {cfg.dp_noise_multiplier} below {pol.min_dp_noise_multiplier}"
+            )
         if pol.expected_dim is not None and cfg.dim != pol.expected_dim:
-            refuse("DIMENSION", f"dim={cfg.dim}, this silo expects {pol.expected_dim}")
+            refuse(AbortCode.DIMENSION, f"dim={cfg.dim}, this silo expects {pol.expected_dim}")
         if pol.require_derived_degree:
             try:
                 _params.check_params(cfg.n, cfg.k, cfg.t, cfg.mode.value, pol.corrupt_fraction, pol.dropout_fraction)
                 derived = _params.derive_params(cfg.n, pol.corrupt_fraction, pol.dropout_fraction, cfg.mode.value)
             except ConfigurationError as exc:
-                refuse("PARAMETERS", f"k={cfg.k}, t={cfg.t} refused by this silo's policy: {exc}")
+                refuse(AbortCode.PARAMETERS, f"k={cfg.k}, t={cfg.t} refused by this silo's policy: {exc}")
             else:
                 if cfg.k < derived.k:
-                    refuse("GRAPH_DEGREE", f"k={cfg.k} below the degree {derived.k} the policy derives")
+                    refuse(AbortCode.GRAPH_DEGREE, f"k={cfg.k} below the degree {derived.k} the policy derives")
         roster = pol.roster
         if cfg.mode is Mode.HARDENED and roster is None:
-            refuse("NO_ROSTER", "hardened mode needs a pinned roster of identity keys")
+            refuse(AbortCode.NO_ROSTER, "hardened mode needs a pinned roster of identity keys")
         if roster is not None:
             unknown = [p for p in cfg.participants if p not in roster]
             if unknown:
-                raise RoundAborted("UNKNOWN_IDENTITY", f"participants not in the roster: {unknown[:5]}")
+                raise RoundAborted(AbortCode.UNKNOWN_IDENTITY, f"participants not in the roster: {unknown[:5]}")
         if self._ledger.has_contributed(cfg.run_id, cfg.round):
-            refuse("ALREADY_CONTRIBUTED", f"already contributed to run {cfg.run_id!r} round {cfg.round}")
+            refuse(AbortCode.ALREADY_CONTRIBUTED, f"already contributed to run {cfg.run_id!r} round {cfg.round}")
 
     def _on_keys(self, msg: KeysBroadcast) -> list[ClientMessage]:
         cfg, secrets = self._cfg(), self._round_secrets()
         me = self.client_id
         if msg.round_tag != cfg.round_tag():
-            raise RoundAborted("ROUND_MISMATCH", "keys broadcast for another round or configuration")
+            raise RoundAborted(AbortCode.ROUND_MISMATCH, "keys broadcast for another round or configuration")
         ads = msg.advertisements
         ids = [a.client_id for a in ads]
         if ids != sorted(set(ids)):
-            raise RoundAborted("BAD_KEY_LIST", "advertisements not sorted and distinct")
+            raise RoundAborted(AbortCode.BAD_KEY_LIST, "advertisements not sorted and distinct")
         invited = set(cfg.participants)
         strangers = [i for i in ids if i not in invited]
         if strangers:
-            raise RoundAborted("UNKNOWN_IDENTITY", f"keys from clients not in the round: {strangers[:5]}")
+            raise RoundAborted(AbortCode.UNKNOWN_IDENTITY, f"keys from clients not in the round: {strangers[:5]}")
         peers = {a.client_id: a for a in ads}
         mine = peers.get(me)
         if mine is None or mine.enc_public != secrets.enc.public_bytes or mine.mask_public != secrets.mask.public_bytes:
-            raise RoundAborted("KEY_SUBSTITUTED", "the broadcast does not carry this client's own keys")
+            raise RoundAborted(AbortCode.KEY_SUBSTITUTED, "the broadcast does not carry this client's own keys")
         sid = recipes.session_id(msg.round_tag, ads)
         if sid != msg.session_id:
-            raise RoundAborted("SESSION_ID_MISMATCH", "server's session id differs from the client's derivation")
+            raise RoundAborted(
+                AbortCode.SESSION_ID_MISMATCH, "server's session id differs from the client's derivation"
+            )
         hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(me)
         present = frozenset(hood & peers.keys())
         seen_keys = {secrets.enc.public_bytes, secrets.mask.public_bytes}
@@ -498,7 +503,7 @@ class ClientSession(NoPickle):
             enc_keys[peer] = load_peer_public(adv.enc_public)
             mask_keys[peer] = load_peer_public(adv.mask_public)
             if adv.enc_public in seen_keys or adv.mask_public in seen_keys or adv.enc_public == adv.mask_public:
-                raise RoundAborted("KEY_REUSE", f"client {peer} advertises a key already seen")
+                raise RoundAborted(AbortCode.KEY_REUSE, f"client {peer} advertises a key already seen")
             seen_keys.update((adv.enc_public, adv.mask_public))
             if cfg.mode is Mode.HARDENED:
                 assert self.policy.roster is not None
@@ -507,10 +512,10 @@ class ClientSession(NoPickle):
                     verify_signature(self.policy.roster[peer], adv.signature, payload, context=recipes.SIG_ADVERTISE)
                 except AuthenticationError:
                     raise RoundAborted(
-                        "BAD_KEY_SIGNATURE", f"keys of client {peer} not signed by its identity"
+                        AbortCode.BAD_KEY_SIGNATURE, f"keys of client {peer} not signed by its identity"
                     ) from None
         if len(present) + 1 < cfg.t:
-            raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(present)} neighbours advertised keys, t={cfg.t}")
+            raise RoundAborted(AbortCode.TOO_FEW_NEIGHBOURS, f"{len(present)} neighbours advertised keys, t={cfg.t}")
         self.session_id = sid
         self._advertised = tuple(ids)
         self._peers = {p: peers[p] for p in present}
@@ -539,13 +544,13 @@ class ClientSession(NoPickle):
         cfg, secrets, sid = self._cfg(), self._round_secrets(), self._sid()
         me = self.client_id
         if msg.session_id != sid:
-            raise RoundAborted("SESSION_ID_MISMATCH", "shares for another session")
+            raise RoundAborted(AbortCode.SESSION_ID_MISMATCH, "shares for another session")
         senders = [s for s, _ in msg.ciphertexts]
         if senders != sorted(set(senders)):
-            raise RoundAborted("BAD_SHARE_LIST", "share senders not sorted and distinct")
+            raise RoundAborted(AbortCode.BAD_SHARE_LIST, "share senders not sorted and distinct")
         if any(sender not in self._neighbours for sender, _ in msg.ciphertexts):
             stranger = next(sender for sender, _ in msg.ciphertexts if sender not in self._neighbours)
-            raise RoundAborted("NOT_A_NEIGHBOUR", f"a share from {stranger}, not a neighbour with keys")
+            raise RoundAborted(AbortCode.NOT_A_NEIGHBOUR, f"a share from {stranger}, not a neighbour with keys")
         # Every ciphertext is opened; those that fail name their senders ("peers <id>,<id>: ", the first failure
         # decides the code), so the server can count complaints against each sender (SPEC §10.3, §11.8).
         failed: list[tuple[int, RoundAborted]] = []
@@ -558,7 +563,7 @@ class ClientSession(NoPickle):
                 failed.append((sender, RoundAborted(exc.code, str(exc))))
                 continue
             if (p_from, p_to) != (sender, me):
-                failed.append((sender, RoundAborted("SHARE_RELABELLED", f"its share names {p_from}->{p_to}")))
+                failed.append((sender, RoundAborted(AbortCode.SHARE_RELABELLED, f"its share names {p_from}->{p_to}")))
                 continue
             secrets.seed_shares[sender] = seed_share
             secrets.key_shares[sender] = key_share
@@ -568,14 +573,15 @@ class ClientSession(NoPickle):
             raise RoundAborted(first.code, f"peers {peers}: {first.reason}")
         live = frozenset(senders)
         if len(live) + 1 < cfg.t:
-            raise RoundAborted("TOO_FEW_NEIGHBOURS", f"{len(live)} neighbours shared keys, t={cfg.t}")
+            raise RoundAborted(AbortCode.TOO_FEW_NEIGHBOURS, f"{len(live)} neighbours shared keys, t={cfg.t}")
         self._live_neighbours = live
         job = self._masking_job(cfg, secrets, sid, live)
         # P5 / A10: the (run, round) is claimed atomically before any chunk exists, so of two sessions of one
         # (run, round), however interleaved and whatever host drives them, at most one masks its input.
         if not self._ledger.reserve(cfg.run_id, cfg.round):
             raise PolicyRefusal(
-                "ALREADY_CONTRIBUTED", f"another session already contributed to run {cfg.run_id!r} round {cfg.round}"
+                AbortCode.ALREADY_CONTRIBUTED,
+                f"another session already contributed to run {cfg.run_id!r} round {cfg.round}",
             )
         secrets.masking = job
         return MaskedChunks(self, job.token, job.count)
@@ -617,10 +623,10 @@ class ClientSession(NoPickle):
                 if self._rounding_rng is None:
                     self._rounding_rng = DeterministicRandom(self._rng.random_bytes(32), label=_ROUNDING_LABEL)
         except (LocalProtocolError, ConfigurationError) as exc:
-            raise RoundAborted("BAD_INPUT", str(exc)) from None
+            raise RoundAborted(AbortCode.BAD_INPUT, str(exc)) from None
         except Exception as exc:  # a failing input provider (e.g. local training) must not leave secrets behind
             log.exception("client %d: the input provider failed", self.client_id)
-            raise RoundAborted("BAD_INPUT", f"the input provider failed: {type(exc).__name__}") from None
+            raise RoundAborted(AbortCode.BAD_INPUT, f"the input provider failed: {type(exc).__name__}") from None
         expander = self._expander if self._expander is not None and self._expander.ring == ring else MaskExpander(ring)
         assert secrets.seed is not None
         seeds: list[tuple[SecretBytes, int]] = [(secrets.seed, +1)]
@@ -645,7 +651,9 @@ class ClientSession(NoPickle):
             chunk = job.chunk(index)
         except BaseException as exc:  # a half-made input is never resumed: the round ends for this client
             if self._secrets is secrets:
-                self.error = RoundAborted("MASKING_FAILED", f"masking chunk {index} failed: {type(exc).__name__}")
+                self.error = RoundAborted(
+                    AbortCode.MASKING_FAILED, f"masking chunk {index} failed: {type(exc).__name__}"
+                )
                 self._finish(ClientState.ABORTED)
             raise
         if self._secrets is not secrets or secrets.masking is not job:
@@ -662,12 +670,12 @@ class ClientSession(NoPickle):
     def _on_consistency(self, msg: ConsistencyRequest) -> list[ClientMessage]:
         cfg, sid = self._cfg(), self._sid()
         if msg.session_id != sid:
-            raise RoundAborted("SESSION_ID_MISMATCH", "consistency check for another session")
+            raise RoundAborted(AbortCode.SESSION_ID_MISMATCH, "consistency check for another session")
         survivors = self._check_survivors(cfg, msg.survivors)
         quorum = self._quorum(cfg)
         if len(survivors) < quorum:  # members sign: a smaller set can never be released, so sign nothing
             raise RoundAborted(
-                "TOO_FEW_SURVIVORS", f"{len(survivors)} survivors, below the consistency quorum of {quorum}"
+                AbortCode.TOO_FEW_SURVIVORS, f"{len(survivors)} survivors, below the consistency quorum of {quorum}"
             )
         self._survivors = survivors
         assert self._identity is not None
@@ -676,22 +684,22 @@ class ClientSession(NoPickle):
 
     def _check_survivors(self, cfg: RoundConfig, survivors: tuple[int, ...]) -> tuple[int, ...]:
         if list(survivors) != sorted(set(survivors)):
-            raise RoundAborted("BAD_SURVIVORS", "survivor list not sorted and distinct")
+            raise RoundAborted(AbortCode.BAD_SURVIVORS, "survivor list not sorted and distinct")
         if self.client_id not in survivors:
-            raise RoundAborted("BAD_SURVIVORS", "survivor list omits this client")
+            raise RoundAborted(AbortCode.BAD_SURVIVORS, "survivor list omits this client")
         invited = set(cfg.participants)
         if any(s not in invited for s in survivors):
-            raise RoundAborted("UNKNOWN_IDENTITY", "survivor list names clients outside the round")
+            raise RoundAborted(AbortCode.UNKNOWN_IDENTITY, "survivor list names clients outside the round")
         advertised = set(self._advertised)
         absent = [s for s in survivors if s not in advertised]
         if absent:
-            raise RoundAborted("BAD_SURVIVORS", f"survivors {absent[:5]} never advertised keys in this session")
+            raise RoundAborted(AbortCode.BAD_SURVIVORS, f"survivors {absent[:5]} never advertised keys in this session")
         hood = recipes.neighbourhoods(cfg.participants, cfg.k, cfg.graph_seed).of(self.client_id)
         ghosts = [s for s in survivors if s in hood and s not in self._live_neighbours]
         if ghosts:
-            raise RoundAborted("BAD_SURVIVORS", f"survivors {ghosts[:5]} never shared keys with this client")
+            raise RoundAborted(AbortCode.BAD_SURVIVORS, f"survivors {ghosts[:5]} never shared keys with this client")
         if len(survivors) < max(cfg.min_aggregate, self.policy.min_aggregate_for(cfg.n)):
-            raise RoundAborted("MIN_AGGREGATE", f"{len(survivors)} survivors, below the minimum aggregate size")
+            raise RoundAborted(AbortCode.MIN_AGGREGATE, f"{len(survivors)} survivors, below the minimum aggregate size")
         return survivors
 
     def _quorum(self, cfg: RoundConfig) -> int:
@@ -706,31 +714,35 @@ class ClientSession(NoPickle):
             previous, answer = self._unmask_answer
             if previous == msg:
                 return [answer]  # an identical retry gets the identical answer
-            raise PolicyRefusal("SECOND_UNMASK", "a second unmask request with a different partition")
+            raise PolicyRefusal(AbortCode.SECOND_UNMASK, "a second unmask request with a different partition")
         if msg.session_id != sid:
-            raise RoundAborted("SESSION_ID_MISMATCH", "unmask request for another session")
+            raise RoundAborted(AbortCode.SESSION_ID_MISMATCH, "unmask request for another session")
         me = self.client_id
         alive, dropped = list(msg.alive), list(msg.dropped)
         if alive != sorted(set(alive)) or dropped != sorted(set(dropped)):
-            raise RoundAborted("BAD_PARTITION", "alive and dropped lists must be sorted and distinct")
+            raise RoundAborted(AbortCode.BAD_PARTITION, "alive and dropped lists must be sorted and distinct")
         if me in alive or me in dropped:
-            raise RoundAborted("BAD_PARTITION", "the lists name this client itself")
+            raise RoundAborted(AbortCode.BAD_PARTITION, "the lists name this client itself")
         both = set(alive) & set(dropped)
         if both:  # A1: revealing both shares of a peer would unmask its input
-            raise RoundAborted("OVERLAPPING_PARTITION", f"peers {sorted(both)[:5]} both alive and dropped")
+            raise RoundAborted(AbortCode.OVERLAPPING_PARTITION, f"peers {sorted(both)[:5]} both alive and dropped")
         named = set(alive) | set(dropped)
         if named != self._live_neighbours:
             extra = sorted(named - self._live_neighbours)
             missing = sorted(self._live_neighbours - named)
-            raise RoundAborted("BAD_PARTITION", f"unknown or dropped-earlier peers {extra[:5]}, missing {missing[:5]}")
+            raise RoundAborted(
+                AbortCode.BAD_PARTITION, f"unknown or dropped-earlier peers {extra[:5]}, missing {missing[:5]}"
+            )
         if len(alive) + 1 < cfg.t:
-            raise RoundAborted("TOO_FEW_SURVIVORS", f"{len(alive) + 1} survivors in the neighbourhood, t={cfg.t}")
+            raise RoundAborted(
+                AbortCode.TOO_FEW_SURVIVORS, f"{len(alive) + 1} survivors in the neighbourhood, t={cfg.t}"
+            )
         if cfg.is_complete_graph and len(alive) + 1 < max(cfg.min_aggregate, self.policy.min_aggregate_for(cfg.n)):
-            raise RoundAborted("MIN_AGGREGATE", f"{len(alive) + 1} survivors, below the minimum aggregate size")
+            raise RoundAborted(AbortCode.MIN_AGGREGATE, f"{len(alive) + 1} survivors, below the minimum aggregate size")
         if cfg.mode is Mode.HARDENED:
             self._check_consistency(cfg, sid, msg, set(alive))
         if self.revealed_key_owners & set(alive) or self.revealed_seed_owners & set(dropped):
-            raise PolicyRefusal("DOUBLE_REVEAL", "would reveal both shares of a peer")  # pragma: no cover
+            raise PolicyRefusal(AbortCode.DOUBLE_REVEAL, "would reveal both shares of a peer")  # pragma: no cover
         assert secrets.own_seed_share is not None
         seed_shares = [(p, secrets.seed_shares[p]) for p in alive]
         seed_shares.append((me, secrets.own_seed_share))
@@ -745,21 +757,21 @@ class ClientSession(NoPickle):
     def _check_consistency(self, cfg: RoundConfig, sid: bytes, msg: UnmaskRequest, alive: set[int]) -> None:
         """Hardened mode (A4): the partition must match the survivor set that >= t clients signed."""
         if self._survivors is None or tuple(msg.survivors) != self._survivors:
-            raise RoundAborted("INCONSISTENT_SURVIVORS", "survivor set differs from the one this client signed")
+            raise RoundAborted(AbortCode.INCONSISTENT_SURVIVORS, "survivor set differs from the one this client signed")
         survivors = set(self._survivors)
         if alive != (self._live_neighbours & survivors):
-            raise RoundAborted("INCONSISTENT_SURVIVORS", "alive list does not match the signed survivor set")
+            raise RoundAborted(AbortCode.INCONSISTENT_SURVIVORS, "alive list does not match the signed survivor set")
         roster = self.policy.roster
         assert roster is not None
         signers = [s for s, _ in msg.signatures]
         if signers != sorted(set(signers)):
-            raise RoundAborted("BAD_SIGNATURES", "signers not sorted and distinct")
+            raise RoundAborted(AbortCode.BAD_SIGNATURES, "signers not sorted and distinct")
         outsiders = [s for s in signers if s not in survivors]
         if outsiders:
-            raise RoundAborted("BAD_SIGNATURES", f"signatures from {outsiders[:5]}, not survivors")
+            raise RoundAborted(AbortCode.BAD_SIGNATURES, f"signatures from {outsiders[:5]}, not survivors")
         quorum = self._quorum(cfg)
         if len(signers) < quorum:
-            raise RoundAborted("TOO_FEW_SIGNATURES", f"{len(signers)} consistency signatures, quorum {quorum}")
+            raise RoundAborted(AbortCode.TOO_FEW_SIGNATURES, f"{len(signers)} consistency signatures, quorum {quorum}")
         # The quorum makes the survivor set unique in the session: two sets with `quorum` signatures each
         # would need an honest client to have signed both (SPEC §10.5, threat_model.md P2). Signatures past
         # the quorum are not relied on, so they are not verified.
@@ -768,7 +780,9 @@ class ClientSession(NoPickle):
             try:
                 verify_signature(roster[signer], sig, payload, context=recipes.SIG_CONSISTENCY)
             except AuthenticationError:
-                raise RoundAborted("BAD_SIGNATURES", f"consistency signature of {signer} does not verify") from None
+                raise RoundAborted(
+                    AbortCode.BAD_SIGNATURES, f"consistency signature of {signer} does not verify"
+                ) from None
 
     def _on_complete(self, msg: RoundComplete) -> list[ClientMessage]:
         """SPEC §10.6: the server's claimed survivor set must be possible for this client (it is one of them,
@@ -776,10 +790,12 @@ class ClientSession(NoPickle):
         set it signed; otherwise it ends ABORTED, which its host reports (its secrets go either way)."""
         cfg = self._cfg()
         if msg.session_id != self._sid():
-            raise RoundAborted("SESSION_ID_MISMATCH", "completion for another session")
+            raise RoundAborted(AbortCode.SESSION_ID_MISMATCH, "completion for another session")
         survivors = self._check_survivors(cfg, tuple(msg.survivors))
         if self._survivors is not None and survivors != self._survivors:
-            raise RoundAborted("INCONSISTENT_SURVIVORS", "completion names another survivor set than the one signed")
+            raise RoundAborted(
+                AbortCode.INCONSISTENT_SURVIVORS, "completion names another survivor set than the one signed"
+            )
         self._finish(ClientState.DONE)
         return []
 
@@ -916,7 +932,7 @@ def _abort_reason(exc: Exception, message: object) -> ProtocolError:
     wrong type (the wire decoders never make one) is BAD_ENCODING, whatever check tripped on it first; a
     well-formed message that raised anything but the protocol's typed errors is a bug, and is raised."""
     if not _well_formed(message):
-        return RoundAborted("BAD_ENCODING", f"malformed {type(message).__name__} object")
+        return RoundAborted(AbortCode.BAD_ENCODING, f"malformed {type(message).__name__} object")
     if isinstance(exc, (PolicyRefusal, RoundAborted)):
         return exc
     if isinstance(exc, (AuthenticationError, InvalidPeerKeyError, EncodingError, ShamirError)):

@@ -41,6 +41,7 @@ from secagg.errors import (
 from secagg.native.quantise import dequantise  # type: ignore[import-not-found, unused-ignore]
 from secagg.protocol import params as _params
 from secagg.protocol import recipes
+from secagg.protocol.codes import AbortCode, AuditEvent
 from secagg.protocol.config import Mode, RoundConfig, StageTimeouts
 from secagg.protocol.messages import (
     AdvertiseKeys,
@@ -208,9 +209,11 @@ class ServerSession:
     def start(self, now: float) -> list[ServerEvent]:
         """Open the round: send the configuration to every participant."""
         if self.state is not ServerState.NOT_STARTED:
-            raise RoundAborted("ALREADY_STARTED", "start() called twice")
+            raise RoundAborted(AbortCode.ALREADY_STARTED, "start() called twice")
         self._enter(ServerState.COLLECT_KEYS, now, set(self.config.participants))
-        out: list[ServerEvent] = [Audit("round-started", detail=f"n={self.config.n} mode={self.config.mode.value}")]
+        out: list[ServerEvent] = [
+            Audit(AuditEvent.ROUND_STARTED, detail=f"n={self.config.n} mode={self.config.mode.value}")
+        ]
         out += [Send(p, SetupRequest(self.config)) for p in self.config.participants]
         return out
 
@@ -235,7 +238,7 @@ class ServerSession:
     def _folded(self) -> list[ServerEvent]:
         """One record per folded kind since the last stage close (see _fold)."""
         out: list[ServerEvent] = [
-            Audit("audit-folded", client, f"{event}: {count - FOLD_AFTER} more not recorded", stage)
+            Audit(AuditEvent.AUDIT_FOLDED, client, f"{event}: {count - FOLD_AFTER} more not recorded", stage)
             for (event, client, stage), count in sorted(
                 self._repeats.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1] or 0)
             )
@@ -252,16 +255,16 @@ class ServerSession:
             # B6/C7: a message for another stage, a late one, or after completion: no state change.
             return [
                 *out,
-                self._audit("message-rejected", sender, f"{type(message).__name__} in {self.state.value}"),
+                self._audit(AuditEvent.MESSAGE_REJECTED, sender, f"{type(message).__name__} in {self.state.value}"),
             ]
         if sender not in self.config.participants:
-            return [*out, self._audit("message-rejected", sender, "sender is not a participant")]
+            return [*out, self._audit(AuditEvent.MESSAGE_REJECTED, sender, "sender is not a participant")]
         if isinstance(message, ClientAbort):
-            out.append(self._audit("client-aborted", sender, f"{message.code}: {message.reason}"[:200]))
+            out.append(self._audit(AuditEvent.CLIENT_ABORTED, sender, f"{message.code}: {message.reason}"[:200]))
             self._complaint(sender, message)
             self._drop(sender)
         elif sender not in self._expected:
-            out.append(self._audit("message-rejected", sender, "not expected in this stage"))
+            out.append(self._audit(AuditEvent.MESSAGE_REJECTED, sender, "not expected in this stage"))
         else:
             out += self._handle(sender, message)
         if self._partial and self.state not in TERMINAL_SERVER:
@@ -270,7 +273,9 @@ class ServerSession:
                 out
                 + self._drain()
                 + self._abort(
-                    RoundAborted("PARTIAL_INPUT", f"clients {who} failed mid-stream after chunks entered the sum")
+                    RoundAborted(
+                        AbortCode.PARTIAL_INPUT, f"clients {who} failed mid-stream after chunks entered the sum"
+                    )
                 )
             )
         if self._stage_complete():
@@ -306,9 +311,9 @@ class ServerSession:
         """B5: an identical duplicate is ignored; a conflicting one is rejected and the first stands (its sender,
         which no honest client is, is blamed)."""
         if first == again:
-            return [self._audit("duplicate-ignored", sender)]
+            return [self._audit(AuditEvent.DUPLICATE_IGNORED, sender)]
         self._blame(sender, "sent two different versions of one message")
-        return [self._audit("conflicting-duplicate-rejected", sender, "first message stands")]
+        return [self._audit(AuditEvent.CONFLICTING_DUPLICATE_REJECTED, sender, "first message stands")]
 
     def _on_advertise(self, sender: int, msg: AdvertiseKeys) -> list[ServerEvent]:
         if sender in self._ads:
@@ -352,7 +357,7 @@ class ServerSession:
 
     def _on_chunk(self, sender: int, msg: MaskedInputChunk) -> list[ServerEvent]:
         if sender in self._complete:  # B5: a chunk after completion changes nothing
-            return [self._audit("late-chunk-ignored", sender, "masked input already complete")]
+            return [self._audit(AuditEvent.LATE_CHUNK_IGNORED, sender, "masked input already complete")]
         cfg, length = self.config, self.config.vector_length
         if msg.session_id != self.session_id:
             return self._reject(sender, "masked input for another session")
@@ -482,7 +487,9 @@ class ServerSession:
         cfg = self.config
         floor = max(cfg.t, cfg.min_aggregate)
         if survivors < floor:
-            raise RoundAborted("TOO_FEW_CLIENTS", f"{survivors} {what}, fewer than max(t, min_aggregate)={floor}")
+            raise RoundAborted(
+                AbortCode.TOO_FEW_CLIENTS, f"{survivors} {what}, fewer than max(t, min_aggregate)={floor}"
+            )
 
     def _after_keys(self, now: float, stage: str) -> list[ServerEvent]:
         u1 = tuple(sorted(self._ads))
@@ -514,10 +521,12 @@ class ServerSession:
     def _after_masked(self, now: float, stage: str) -> list[ServerEvent]:
         out: list[ServerEvent] = []
         for c in sorted(self._staging):  # incomplete streams: rejected (and their partial data discarded)
-            self._notes.append(self._audit("client-rejected", c, "masked input incomplete at the deadline"))
+            self._notes.append(self._audit(AuditEvent.CLIENT_REJECTED, c, "masked input incomplete at the deadline"))
             self._drop(c)
         if self._partial:
-            raise RoundAborted("PARTIAL_INPUT", f"clients {sorted(self._partial)[:5]} did not finish their stream")
+            raise RoundAborted(
+                AbortCode.PARTIAL_INPUT, f"clients {sorted(self._partial)[:5]} did not finish their stream"
+            )
         u3 = tuple(sorted(self._complete))
         self._require(len(u3), "masked inputs")
         self._u3 = u3
@@ -536,7 +545,9 @@ class ServerSession:
         # assumes, which the server does not know, so it checks the least any client accepts (no corrupt client).
         quorum = _params.consistency_quorum(len(self._u1), 0)
         if len(u4) < quorum:
-            raise RoundAborted("TOO_FEW_CLIENTS", f"{len(u4)} consistency signatures, below the quorum {quorum}")
+            raise RoundAborted(
+                AbortCode.TOO_FEW_CLIENTS, f"{len(u4)} consistency signatures, below the quorum {quorum}"
+            )
         out: list[ServerEvent] = [self._stage_audit(stage, u4)]
         self._enter(SERVER_NEXT[self.config.mode][self.state], now, set(u4))
         sigs = tuple((c, self._signatures[c]) for c in u4)
@@ -587,7 +598,7 @@ class ServerSession:
         keys = self._reconstruct(
             dropped, key_shares, lambda o, s: x25519_public_from_private(s) == self._ads[o].mask_public
         )
-        out += [self._audit("shares-corrected", o, "a corrupted share was set aside") for o in self._fixed]
+        out += [self._audit(AuditEvent.SHARES_CORRECTED, o, "a corrupted share was set aside") for o in self._fixed]
         # every survivor's self mask, and each dropped client's pairwise masks with its surviving neighbours
         # (the peer added sign(peer, gone) * PRG(seed); subtract exactly that), removed in one pass over acc
         unmask: list[tuple[SecretBytes, int]] = [(seeds[owner], -1) for owner in self._u3]
@@ -600,14 +611,14 @@ class ServerSession:
         self._expander.accumulate_many(acc, unmask)
         total_weight = int(acc[-1])
         if not 1 <= total_weight <= len(self._u3) * cfg.max_weight:
-            raise RoundAborted("BAD_AGGREGATE", "total weight outside its possible range")
+            raise RoundAborted(AbortCode.BAD_AGGREGATE, "total weight outside its possible range")
         if cfg.encoding == "quantised" and cfg.dim and int(acc[:-1].max()) > total_weight * ((1 << cfg.bits) - 1):
             # no honest set of inputs reaches this (a client cheated with its masked vector)
-            raise RoundAborted("BAD_AGGREGATE", "aggregate outside the range honest inputs can reach")
+            raise RoundAborted(AbortCode.BAD_AGGREGATE, "aggregate outside the range honest inputs can reach")
         self.result = AggregateResult(sid, self._u3, dropped, acc[:-1], total_weight, cfg.clip, cfg.bits, cfg.encoding)
         self.state = ServerState.DONE
         self.deadline = float("inf")
-        out.append(self._audit("round-completed", detail=f"survivors={len(self._u3)} dropped={len(dropped)}"))
+        out.append(self._audit(AuditEvent.ROUND_COMPLETED, detail=f"survivors={len(self._u3)} dropped={len(dropped)}"))
         done = RoundComplete(session_id=sid, survivors=self._u3)
         return out + [Send(c, done) for c in self._u3]
 
@@ -629,7 +640,7 @@ class ServerSession:
         for owner in owners:
             have = shares.get(owner, [])
             if len(have) < t:
-                raise RoundAborted("TOO_FEW_SHARES", f"{len(have)} shares for client {owner}, t={t}")
+                raise RoundAborted(AbortCode.TOO_FEW_SHARES, f"{len(have)} shares for client {owner}, t={t}")
             groups[tuple(x for x, _ in have[:t])].append(owner)
         for xs, group in groups.items():
             ys = np.stack([np.stack([y for _, y in shares[o][:t]]) for o in group])
@@ -667,7 +678,7 @@ class ServerSession:
             except ShamirError:
                 if (len(have) - t) // 2 >= self._corrupt:
                     self._blame(owner, "its shares do not decode: it dealt inconsistent shares")
-                raise RoundAborted("CORRUPT_SHARES", f"no consistent shares for client {owner}") from None
+                raise RoundAborted(AbortCode.CORRUPT_SHARES, f"no consistent shares for client {owner}") from None
             # the secret passed its check, so the t shares it came from are good: every share off their
             # polynomial is bad
             bad = shamir.off_polynomial(candidates, good)
@@ -705,7 +716,7 @@ class ServerSession:
         self._drop(client)
         if blame:
             self._blame(client, why)
-        return [self._audit("client-rejected", client, why)]
+        return [self._audit(AuditEvent.CLIENT_REJECTED, client, why)]
 
     def _blame(self, client: int, why: str) -> None:
         """Name a client (once) and queue its audit record; the queue is drained into whatever the current
@@ -713,7 +724,7 @@ class ServerSession:
         if client not in self.blamed:
             self.blamed[client] = why
             log.warning("client %d blamed: %s", client, why)
-            self._notes.append(self._audit("client-blamed", client, why))
+            self._notes.append(self._audit(AuditEvent.CLIENT_BLAMED, client, why))
 
     def _drain(self) -> list[ServerEvent]:
         notes, self._notes = self._notes, []
@@ -737,15 +748,19 @@ class ServerSession:
             if len(accusers) > self._corrupt:
                 self._blame(peer, f"{len(accusers)} clients could not open its shares (more than C = {self._corrupt})")
 
-    def _audit(self, event: str, client: int | None = None, detail: str = "") -> Audit:
+    def _audit(self, event: AuditEvent, client: int | None = None, detail: str = "") -> Audit:
         stage = SERVER_STAGE[self.state].value if self.state in SERVER_STAGE else self.state.value
-        if event in ("client-rejected", "message-rejected", "conflicting-duplicate-rejected"):
+        if event in (
+            AuditEvent.CLIENT_REJECTED,
+            AuditEvent.MESSAGE_REJECTED,
+            AuditEvent.CONFLICTING_DUPLICATE_REJECTED,
+        ):
             log.info("%s client=%s stage=%s %s", event, client, stage, detail)
         return Audit(event, client, detail, stage)
 
     def _stage_audit(self, stage: str, kept: tuple[int, ...]) -> Audit:
         missing = sorted(self._expected - set(kept))
-        return Audit("stage-closed", None, f"kept={len(kept)} dropped={missing[:50]}", stage)
+        return Audit(AuditEvent.STAGE_CLOSED, None, f"kept={len(kept)} dropped={missing[:50]}", stage)
 
     def _abort(self, exc: RoundAborted) -> list[ServerEvent]:
         if self.state in TERMINAL_SERVER:
@@ -758,7 +773,7 @@ class ServerSession:
         log.warning("round aborted: %s", exc)
         live = set(self._ads) | set(self.config.participants)
         notice = ServerAbort(round_tag=self._tag, code=exc.code, reason=exc.reason)
-        return [Audit("round-aborted", None, str(exc)), *[Send(c, notice) for c in sorted(live)]]
+        return [Audit(AuditEvent.ROUND_ABORTED, None, str(exc)), *[Send(c, notice) for c in sorted(live)]]
 
 
 def _chunk_digest(msg: MaskedInputChunk) -> bytes:
@@ -790,12 +805,17 @@ def _same_chunk(st: _Staging, msg: MaskedInputChunk) -> bool:
 
 
 FOLDED_EVENTS = frozenset(
-    {"duplicate-ignored", "message-rejected", "late-chunk-ignored", "conflicting-duplicate-rejected"}
+    {
+        AuditEvent.DUPLICATE_IGNORED,
+        AuditEvent.MESSAGE_REJECTED,
+        AuditEvent.LATE_CHUNK_IGNORED,
+        AuditEvent.CONFLICTING_DUPLICATE_REJECTED,
+    }
 )
 FOLD_AFTER = 3
 """Records of one folded kind from one client kept per stage (later ones are counted in `audit-folded`)."""
 
-SHARE_FAULTS = frozenset({"AUTHENTICATION_FAILED", "BAD_ENCODING", "SHARE_RELABELLED"})
+SHARE_FAULTS = frozenset({AbortCode.AUTHENTICATION_FAILED, AbortCode.BAD_ENCODING, AbortCode.SHARE_RELABELLED})
 """Client abort codes that name the senders of the share ciphertexts that failed (reason "peers <id>,<id>: ...")."""
 _PEERS_PREFIX = re.compile(r"peers ([1-9][0-9]{0,9}(?:,[1-9][0-9]{0,9}){0,1023}): ")
 
