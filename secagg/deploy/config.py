@@ -9,6 +9,7 @@ the loaders' inverses (used by the developer PKI), so a generated file round-tri
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import math
@@ -763,22 +764,8 @@ class SiloTls:
     insecure: bool = False
 
 
-@dataclass(frozen=True)
-class SiloPolicy:
-    """The [policy] table: the silo's floor for what the server may propose (ClientPolicy's fields)."""
-
-    modes: frozenset[Mode] = frozenset({Mode.SEMI_HONEST, Mode.HARDENED})
-    min_clients: int = 2
-    min_threshold: int = 2
-    min_aggregate: int = 2
-    min_modulus_bits: int = 32
-    max_clip: float = math.inf
-    min_dp_noise_multiplier: float = 0.0
-    corrupt_fraction: float = 0.1
-    dropout_fraction: float = 0.1
-    require_derived_degree: bool = True
-    expected_dim: int | None = None
-    min_ddp_local_noise_multiplier: float = 0.0
+SiloPolicy = ClientPolicy
+"""The [policy] table is a ClientPolicy without its roster (the roster comes from silo.toml's roster file)."""
 
 
 @dataclass(frozen=True)
@@ -840,7 +827,7 @@ class SiloConfig:
     identity_key: Path
     identity_key_password_env: str | None
     roster: Roster | None
-    policy: SiloPolicy
+    policy: ClientPolicy
     data: SiloData
     state_dir: Path
     reconnect: ReconnectSettings = ReconnectSettings()
@@ -890,24 +877,9 @@ class SiloConfig:
     def to_client_policy(self, roster: Roster | None = None) -> ClientPolicy:
         """The ClientPolicy this silo enforces; roster defaults to the configured one."""
         r = roster if roster is not None else self.roster
-        p = self.policy
-        if Mode.HARDENED in p.modes and r is None:
+        if Mode.HARDENED in self.policy.modes and r is None:
             raise ConfigurationError("policy accepts the hardened mode but no roster is given")
-        return ClientPolicy(
-            modes=p.modes,
-            min_clients=p.min_clients,
-            min_threshold=p.min_threshold,
-            min_aggregate=p.min_aggregate,
-            min_modulus_bits=p.min_modulus_bits,
-            max_clip=p.max_clip,
-            min_dp_noise_multiplier=p.min_dp_noise_multiplier,
-            corrupt_fraction=p.corrupt_fraction,
-            dropout_fraction=p.dropout_fraction,
-            require_derived_degree=p.require_derived_degree,
-            expected_dim=p.expected_dim,
-            min_ddp_local_noise_multiplier=p.min_ddp_local_noise_multiplier,
-            roster=r.identity_keys() if r is not None else None,
-        )
+        return dataclasses.replace(self.policy, roster=r.identity_keys() if r is not None else None)
 
 
 def load_silo_config(path: str | os.PathLike[str]) -> SiloConfig:
@@ -976,8 +948,8 @@ def _silo_tls(t: _Table) -> SiloTls:
     return SiloTls(ca, cert, key, insecure=False)
 
 
-def _policy(t: _Table) -> SiloPolicy:
-    d = SiloPolicy()
+def _policy(t: _Table) -> ClientPolicy:
+    d = ClientPolicy()
     raw_modes = t._raw("modes", None, "an array of modes")
     if raw_modes is None:
         modes = d.modes
@@ -986,7 +958,7 @@ def _policy(t: _Table) -> SiloPolicy:
         if not isinstance(raw_modes, list) or not raw_modes or not all(m in valid for m in raw_modes):
             raise t.error("modes", f"expected a non-empty array of {valid}")
         modes = frozenset(Mode(m) for m in raw_modes)
-    policy = SiloPolicy(
+    policy = ClientPolicy(
         modes=modes,
         min_clients=t.int_("min_clients", d.min_clients, lo=2, hi=MAX_CLIENT_ID),
         min_threshold=t.int_("min_threshold", d.min_threshold, lo=2, hi=MAX_CLIENT_ID),

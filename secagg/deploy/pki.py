@@ -39,7 +39,6 @@ from secagg.deploy.config import (
     ServerTls,
     SiloConfig,
     SiloData,
-    SiloPolicy,
     SiloTls,
     load_server_config,
     load_silo_config,
@@ -48,7 +47,7 @@ from secagg.deploy.config import (
     write_silo_config,
 )
 from secagg.errors import ConfigurationError
-from secagg.protocol.config import Mode
+from secagg.protocol.config import ClientPolicy, Mode
 
 __all__ = [
     "CA_COMMON_NAME",
@@ -416,7 +415,7 @@ def init_pki(
             identity_key=paths.identity_key,
             identity_key_password_env=None,
             roster=roster,
-            policy=SiloPolicy(modes=frozenset({the_mode}), expected_dim=dim),
+            policy=ClientPolicy(modes=frozenset({the_mode}), expected_dim=dim),
             data=SiloData("random", weight=1, seed=seed),
             state_dir=paths.state_dir,
             reconnect=ReconnectSettings(),
