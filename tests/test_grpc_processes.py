@@ -24,9 +24,10 @@ import pytest
 from secagg.crypto.rng import DeterministicRandom
 from secagg.deploy.audit import verify_audit_log
 from secagg.deploy.config import FileLedger, ServerTls, SiloTls
-from secagg.deploy.pki import issue_certificate, make_expired_silo, make_rogue_ca_silo, make_rogue_server
+from secagg.deploy.pki import issue_certificate
 from secagg.errors import ConfigurationError
 from secagg.protocol.messages import KeysBroadcast, RoundComplete, SharesDelivery
+from secagg.testing.pki import make_expired_silo, make_rogue_ca_silo, make_rogue_server
 from secagg.transport import wire
 from secagg.transport._generated import secagg_pb2 as pb
 from secagg.transport.grpc_server import AggregationServer

@@ -26,12 +26,10 @@ from secagg.deploy.pki import (
     PkiLayout,
     init_pki,
     issue_certificate,
-    make_expired_silo,
-    make_rogue_ca_silo,
-    make_rogue_server,
 )
 from secagg.errors import ConfigurationError
 from secagg.protocol.config import Mode
+from secagg.testing.pki import make_expired_silo, make_rogue_ca_silo, make_rogue_server
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
 

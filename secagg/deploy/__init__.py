@@ -21,9 +21,6 @@ from secagg.deploy.pki import (
     IssuedCertificate,
     PkiLayout,
     init_pki,
-    make_expired_silo,
-    make_rogue_ca_silo,
-    make_rogue_server,
 )
 
 __all__ = [
@@ -40,9 +37,6 @@ __all__ = [
     "load_roster",
     "load_server_config",
     "load_silo_config",
-    "make_expired_silo",
-    "make_rogue_ca_silo",
-    "make_rogue_server",
     "read_audit_log",
     "verify_audit_log",
 ]

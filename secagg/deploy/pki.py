@@ -11,7 +11,6 @@ deployments use the organisation's own CA.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import ipaddress
 import os
@@ -40,8 +39,6 @@ from secagg.deploy.config import (
     SiloConfig,
     SiloData,
     SiloTls,
-    load_server_config,
-    load_silo_config,
     write_roster,
     write_server_config,
     write_silo_config,
@@ -56,9 +53,7 @@ __all__ = [
     "SiloFiles",
     "init_pki",
     "issue_certificate",
-    "make_expired_silo",
-    "make_rogue_ca_silo",
-    "make_rogue_server",
+    "issue_from_new_ca",
     "silo_common_name",
 ]
 
@@ -444,24 +439,19 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-# -- wrong certificates for the D1 tests -------------------------------------------------------------------
-
-
-def make_rogue_ca_silo(
+def issue_from_new_ca(
     directory: str | os.PathLike[str],
-    name: str = "rogue",
+    name: str,
     *,
-    silo_id: int = 1,
+    common_name: str,
+    hosts: Sequence[str],
+    client: bool,
     days: int = 365,
     rng: RandomSource | None = None,
     now: dt.datetime | None = None,
 ) -> IssuedCertificate:
-    """A valid-looking client certificate for silo silo_id signed by a DIFFERENT CA (scenario D1).
-
-    The rogue CA carries the same name as the real one, only its key differs. Writes <name>-ca.pem/.key and
-    <name>.pem/.key; if <directory>/silo-<id>.toml exists, also <name>.toml, that silo's config with the
-    rogue certificate (and its own state directory).
-    """
+    """A new CA (<name>-ca.pem/.key, the same name as the real one's, another key) and a certificate it issues
+    (<name>.pem/.key): what the D1 tests present as a certificate from the wrong CA."""
     out = Path(os.path.abspath(os.fspath(directory)))
     rng = rng if rng is not None else SystemRandom()
     start = _now(now)
@@ -469,111 +459,15 @@ def make_rogue_ca_silo(
     ca_cert_path, ca_key_path = out / f"{name}-ca.pem", out / f"{name}-ca.key"
     _write_private(ca_key_path, _key_pem(ca_key))
     _write_public(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
-    cn = silo_common_name(silo_id)
-    issued = issue_certificate(
+    return issue_certificate(
         ca_cert_path,
         ca_key_path,
         out,
         name,
-        common_name=cn,
-        hosts=(cn,),
-        client=True,
-        not_before=start - _CLOCK_SKEW,
-        not_after=start + dt.timedelta(days=days),
-        rng=rng,
-    )
-    return dataclasses.replace(issued, config=_silo_variant(out, name, silo_id, issued))
-
-
-def make_expired_silo(
-    directory: str | os.PathLike[str],
-    name: str = "expired",
-    *,
-    silo_id: int = 1,
-    rng: RandomSource | None = None,
-    now: dt.datetime | None = None,
-) -> IssuedCertificate:
-    """A client certificate for silo silo_id from the directory's real CA that expired a day ago (D1).
-
-    Writes <name>.pem/.key and, if <directory>/silo-<id>.toml exists, <name>.toml using them.
-    """
-    out = Path(os.path.abspath(os.fspath(directory)))
-    start = _now(now)
-    cn = silo_common_name(silo_id)
-    issued = issue_certificate(
-        out / "ca.pem",
-        out / "ca.key",
-        out,
-        name,
-        common_name=cn,
-        hosts=(cn,),
-        client=True,
-        not_before=start - dt.timedelta(days=31),
-        not_after=start - dt.timedelta(days=1),
-        rng=rng,
-    )
-    return dataclasses.replace(issued, config=_silo_variant(out, name, silo_id, issued))
-
-
-def make_rogue_server(
-    directory: str | os.PathLike[str],
-    name: str = "rogue-server",
-    *,
-    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
-    days: int = 365,
-    rng: RandomSource | None = None,
-    now: dt.datetime | None = None,
-) -> IssuedCertificate:
-    """A server certificate for the right host names from a DIFFERENT CA: silos must refuse it (D1).
-
-    Writes <name>-ca.pem/.key and <name>.pem/.key; if <directory>/server.toml exists, also <name>.toml,
-    the server config with this certificate (and its own output directory).
-    """
-    out = Path(os.path.abspath(os.fspath(directory)))
-    rng = rng if rng is not None else SystemRandom()
-    start = _now(now)
-    ca_cert, ca_key = _make_ca(rng, start - _CLOCK_SKEW, start + dt.timedelta(days=days))
-    ca_cert_path, ca_key_path = out / f"{name}-ca.pem", out / f"{name}-ca.key"
-    _write_private(ca_key_path, _key_pem(ca_key))
-    _write_public(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
-    issued = issue_certificate(
-        ca_cert_path,
-        ca_key_path,
-        out,
-        name,
-        common_name=hosts[0],
+        common_name=common_name,
         hosts=hosts,
-        client=False,
+        client=client,
         not_before=start - _CLOCK_SKEW,
         not_after=start + dt.timedelta(days=days),
         rng=rng,
     )
-    base = out / "server.toml"
-    if not base.is_file():
-        return issued
-    server = load_server_config(base)
-    assert server.tls.client_ca is not None
-    variant = dataclasses.replace(
-        server,
-        tls=ServerTls(issued.cert, issued.key, server.tls.client_ca),
-        output_dir=out / f"output-{name}",
-        audit_log=out / f"output-{name}" / "audit.jsonl",
-    )
-    path = out / f"{name}.toml"
-    write_server_config(variant, path)
-    return dataclasses.replace(issued, config=path)
-
-
-def _silo_variant(out: Path, name: str, silo_id: int, issued: IssuedCertificate) -> Path | None:
-    """<name>.toml: silo-<id>.toml with the given certificate, or None when there is no such config."""
-    base = out / f"{silo_common_name(silo_id)}.toml"
-    if not base.is_file():
-        return None
-    silo = load_silo_config(base)
-    assert silo.tls.ca is not None
-    variant = dataclasses.replace(
-        silo, tls=SiloTls(silo.tls.ca, issued.cert, issued.key), state_dir=out / "state" / name
-    )
-    path = out / f"{name}.toml"
-    write_silo_config(variant, path)
-    return path
