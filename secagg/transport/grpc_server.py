@@ -19,6 +19,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -75,6 +76,77 @@ class _Conn:
 
 _CLOSED = "closed"
 
+INBOX_SLACK_BYTES = 1 << 20
+"""The inbox holds at most 4 x max_message_bytes + this of encoded messages by default (AggregationServer)."""
+
+_Event = tuple[int, int, ClientMessage | str]  # (silo, stream generation, message or _CLOSED)
+
+
+class _Inbox:
+    """The stream events waiting for the coordinator, bounded by the encoded size of the messages in it.
+
+    A stream's reader reserves a message's encoded size before decoding it and waits while the reservations
+    (messages being decoded or queued) would pass the budget, so a flood blocks that silo's stream (gRPC's flow
+    control then stops its sender) instead of filling memory; the coordinator gives the bytes back as it takes
+    each message. Reservations are granted in the order they were asked for (no large message waits forever
+    behind small ones), and one message larger than the budget is let in alone. Events are taken in the order
+    they were queued; each silo's messages are queued by its one reader thread, so they stay in order."""
+
+    def __init__(self, budget: int, stopping: threading.Event) -> None:
+        self.budget = budget
+        self._stopping = stopping
+        self._cond = threading.Condition()
+        self._events: deque[tuple[_Event, int]] = deque()
+        self._turns: deque[object] = deque()  # reservations waiting, first come first served
+        self.used = 0  # bytes reserved: messages being decoded and queued
+        self.peak = 0  # the most bytes ever reserved at once
+
+    def reserve(self, size: int) -> bool:
+        """Wait until `size` more bytes fit in the budget and take them; False once the server stops."""
+        turn = object()
+        with self._cond:
+            self._turns.append(turn)
+            try:
+                while self._turns[0] is not turn or (self.used and self.used + size > self.budget):
+                    if self._stopping.is_set():
+                        return False
+                    self._cond.wait(0.1)
+                self.used += size
+                self.peak = max(self.peak, self.used)
+                return True
+            finally:
+                self._turns.remove(turn)
+                self._cond.notify_all()
+
+    def release(self, size: int) -> None:
+        """Give back a reservation whose message will not be queued (it did not decode)."""
+        with self._cond:
+            self.used -= size
+            self._cond.notify_all()
+
+    def put(self, event: _Event, size: int) -> None:
+        """Queue an event whose `size` bytes were reserved."""
+        with self._cond:
+            self._events.append((event, size))
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> _Event:
+        """The oldest event (waiting up to timeout; queue.Empty if none came), its bytes given back."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._events, timeout):
+                raise queue.Empty
+            event, size = self._events.popleft()
+            self.used -= size
+            self._cond.notify_all()
+            return event
+
+    def get_nowait(self) -> _Event:
+        return self.get(0)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._events)
+
 
 class AggregationServer:
     """A gRPC aggregation server running `config.rounds` SecAgg+ rounds among the silos that dial in."""
@@ -90,6 +162,7 @@ class AggregationServer:
         first_round: int = 0,
         on_round_start: Callable[[int], None] | None = None,
         fault_exit_at: Stage | None = None,
+        inbox_bytes: int | None = None,
     ) -> None:
         tls = config.tls
         if not tls.insecure and (tls.cert is None or tls.key is None):
@@ -108,9 +181,11 @@ class AggregationServer:
         self._lock = threading.Lock()
         self._conns: dict[int, _Conn] = {}
         self._generation = 0
-        self._inbox: queue.Queue[tuple[int, int, ClientMessage | str]] = queue.Queue(maxsize=64)
         self._serving = False
         self._stopping = threading.Event()
+        # the encoded bytes of the messages being decoded or waiting for the coordinator (SPEC 13.4)
+        budget = 4 * config.max_message_bytes + INBOX_SLACK_BYTES if inbox_bytes is None else inbox_bytes
+        self._inbox = _Inbox(budget, self._stopping)
         self._server: grpc.Server | None = None
         self._session: ServerSession | None = None
         self.port: int | None = None
@@ -212,15 +287,26 @@ class AggregationServer:
         self._post((conn.silo, conn.generation, _CLOSED))
         log.info("silo %d disconnected", conn.silo)
 
-    def _post(self, item: tuple[int, int, ClientMessage | str]) -> None:
-        """Queue a stream event for the coordinator (blocking while the bounded queue is full: backpressure);
-        gives up once the server stops, when nobody reads the queue any more."""
-        while not self._stopping.is_set():
-            try:
-                self._inbox.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _post(self, item: _Event) -> None:
+        """Queue a stream event without a message (a departure) for the coordinator, in turn after the
+        reservations asked for before it; gives up once the server stops, when nobody reads the inbox any more."""
+        if self._inbox.reserve(0):
+            self._inbox.put(item, 0)
+
+    def _receive(self, conn: _Conn, raw: bytes) -> bool:
+        """Decode a silo's message and queue it for the coordinator, its encoded size reserved in the inbox
+        first (blocking while the inbox is full: backpressure on this silo's stream). EncodingError if it does
+        not decode; False once the server stops."""
+        size = len(raw)
+        if not self._inbox.reserve(size):
+            return False
+        try:
+            msg = wire.decode_client(raw)  # a masked chunk is read in place
+        except BaseException:
+            self._inbox.release(size)
+            raise
+        self._inbox.put((conn.silo, conn.generation, msg), size)
+        return True
 
     def _connected(self) -> list[int]:
         with self._lock:
@@ -504,14 +590,16 @@ class _Servicer(pb_grpc.AggregatorServicer):  # type: ignore[misc]
 
         def read() -> None:
             try:
+                raw: bytes | None
                 for raw in request_iterator:
                     try:
-                        msg = wire.decode_client(raw)  # a masked chunk is read in place
+                        if not server._receive(conn, raw):
+                            return  # the server stops
                     except EncodingError as exc:
                         bad.append(str(exc))
                         conn.outbox.put(None)
                         return
-                    server._post((silo, conn.generation, msg))
+                    raw = None  # not held while the next message is awaited (the inbox no longer counts it)
             except grpc.RpcError:
                 pass
             finally:

@@ -173,11 +173,12 @@ class SiloRunner:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            responses = participate(channel)(requests(), metadata=metadata)
+            responses = participate(channel, raw=True)(requests(), metadata=metadata)
             self._chunk_elems = _chunk_elems_for(self.config.max_message_bytes, responses.initial_metadata())
-            for env in responses:
+            for raw in responses:  # serialized: _handle decodes it, refusing what costs more than its size pays for
                 got = True
-                self._handle(env, stream)
+                self._handle(raw, stream)
+                raw = None  # not held while the next message is awaited
                 if stop.is_set() or (rounds is not None and len(self.rounds) >= rounds):
                     responses.cancel()
                     break
@@ -192,9 +193,11 @@ class SiloRunner:
             self._end_round("DISCONNECTED", "the stream to the server ended")
         return got
 
-    def _handle(self, env: pb.ServerEnvelope, stream: _Stream) -> None:
+    def _handle(self, env: bytes | pb.ServerEnvelope, stream: _Stream) -> None:
+        """Take one server message: serialized (from the stream: wire.decode_server walks it before protobuf
+        parses it) or already parsed. One that does not decode ends the round in progress as MALFORMED."""
         try:
-            msg = wire.server_from_proto(env)
+            msg = wire.decode_server(env) if isinstance(env, bytes) else wire.server_from_proto(env)
         except EncodingError as exc:
             log.warning("silo %d: malformed message from the server: %s", self.silo_id, exc)
             self._end_round("MALFORMED", str(exc))
@@ -286,11 +289,14 @@ def _chunk_elems_for(own_max: int, server_metadata: Iterable[tuple[str, Any]] | 
     return max(1024, min(DEFAULT_CHUNK_ELEMS, (cap - MESSAGE_OVERHEAD_BYTES) // 8))
 
 
-def participate(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+def participate(channel: grpc.Channel, *, raw: bool = False) -> grpc.StreamStreamMultiCallable:
     """The Participate method of the generated stub, except that it takes each ClientEnvelope already
-    serialized (wire.encode_client: a masked chunk's elements are copied once, not through a message)."""
+    serialized (wire.encode_client: a masked chunk's elements are copied once, not through a message), and that
+    the server's envelopes are never parsed unguarded: with raw, each is returned serialized (SiloRunner decodes
+    it with wire.decode_server, so a hostile one ends the round, not the stream); otherwise it is parsed after
+    wire.decode_server's walk (wire.parse_server; an envelope it refuses fails the call)."""
     return channel.stream_stream(
-        PARTICIPATE, request_serializer=_raw, response_deserializer=pb.ServerEnvelope.FromString
+        PARTICIPATE, request_serializer=_raw, response_deserializer=_raw if raw else wire.parse_server
     )
 
 

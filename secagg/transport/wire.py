@@ -63,7 +63,7 @@ def _blob(b: bytes, what: str, limit: int = MAX_BLOB) -> bytes:
 def _ids(values: Sequence[int], what: str) -> tuple[int, ...]:
     if len(values) > MAX_ITEMS:
         raise EncodingError(f"too many {what}")
-    return tuple(int(v) for v in values)
+    return tuple(values)  # a protobuf list of ints: its length is known, so the tuple is allocated once
 
 
 def _text(s: str, limit: int, what: str) -> str:
@@ -87,6 +87,28 @@ def _spend(env: Any, n: int) -> None:
     """Refuse a parsed envelope whose lists hold more items than its serialized size pays for, before converting
     them (each converted item costs about a hundred bytes of Python objects, whatever its encoded size)."""
     if n > ITEM_BUDGET_FREE and n > _item_budget(env.ByteSize()):
+        raise EncodingError("too many items for the message size")
+
+
+# u32 ids (participants, survivors, alive, dropped: server to client only) have a budget of their own (SPEC 13.3).
+# An id costs a tuple slot and an int, about 36 bytes, and protobuf's array 4 more; as a varint it takes 1 to 5
+# bytes. The ids of an honest list are distinct and at least 1, so at most 127 of them take 1 byte and 16256 take 2:
+# a list of n ids takes at least 3 n - 16510 bytes, and 3 bytes an id, with the free ids covering the short ones
+# of up to three lists in one message (3 x 5504), never refuses it. What it refuses is a list of ids shorter than
+# that (repeated or not) that would cost up to 20 x its size.
+ID_BUDGET_FREE = 17 * 1024
+ID_BUDGET_BYTES = 3
+
+
+def _id_budget(size: int) -> int:
+    """How many u32 ids an envelope of `size` bytes may make a decoder build (SPEC 13.3)."""
+    return ID_BUDGET_FREE + size // ID_BUDGET_BYTES
+
+
+def _spend_ids(env: Any, n: int) -> None:
+    """Refuse a parsed envelope whose u32 lists hold more ids than its serialized size pays for (the walk of
+    decode_server refuses them before protobuf parses the envelope; this catches envelopes made otherwise)."""
+    if n > ID_BUDGET_FREE and n > _id_budget(env.ByteSize()):
         raise EncodingError("too many items for the message size")
 
 
@@ -202,7 +224,10 @@ def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
         raise EncodingError("unsupported wire version")
     kind = env.WhichOneof("message")
     if kind == "setup_request":
-        return SetupRequest(config_from_proto(env.setup_request.config))
+        config = env.setup_request.config
+        if len(config.participants) <= MAX_ITEMS:  # more: config_from_proto says "too many participants"
+            _spend_ids(env, len(config.participants))
+        return SetupRequest(config_from_proto(config))
     if kind == "keys_broadcast":
         k = env.keys_broadcast
         if len(k.advertisements) > MAX_ITEMS:
@@ -219,10 +244,14 @@ def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
         return SharesDelivery(_fixed(s.session_id, ID_BYTES, "session_id"), _pairs(s.ciphertexts, "peer", "ciphertext"))
     if kind == "consistency_request":
         c = env.consistency_request
+        if len(c.survivors) <= MAX_ITEMS:
+            _spend_ids(env, len(c.survivors))
         return ConsistencyRequest(_fixed(c.session_id, ID_BYTES, "session_id"), _ids(c.survivors, "survivors"))
     if kind == "unmask_request":
         u = env.unmask_request
         _spend(env, len(u.signatures))
+        if max(len(u.alive), len(u.dropped), len(u.survivors)) <= MAX_ITEMS:
+            _spend_ids(env, len(u.alive) + len(u.dropped) + len(u.survivors))
         return UnmaskRequest(
             _fixed(u.session_id, ID_BYTES, "session_id"),
             _ids(u.alive, "alive"),
@@ -239,6 +268,8 @@ def server_from_proto(env: pb.ServerEnvelope) -> ServerMessage:
         )
     if kind == "round_complete":
         r = env.round_complete
+        if len(r.survivors) <= MAX_ITEMS:
+            _spend_ids(env, len(r.survivors))
         return RoundComplete(_fixed(r.session_id, ID_BYTES, "session_id"), _ids(r.survivors, "survivors"))
     raise EncodingError("empty or unknown server message")
 
@@ -456,39 +487,75 @@ def _decode_chunk(raw: bytes) -> MaskedInputChunk | None:
 #
 # protobuf builds one message object (about 48 bytes in its arena) for every repeated item and for every change of
 # the oneof, however short its encoding: an envelope of 2-byte empty ShareCiphertext items takes 24 times its size
-# before client_from_proto sees it. _scan_items walks the envelope's fields, and those of a share_keys or
-# unmask_response body, without building anything, and refuses the envelope once more fields than its item budget
-# (SPEC 13.3) have been seen; other bodies are skipped whole (what protobuf builds from them is at most about their
-# size: scalars, strings, unknown fields and merged submessages). The walk follows protobuf's grammar: what protobuf
-# certainly refuses (a field 0, wire type 6 or 7, an unmatched end-group tag, a group left open, a tag, varint or
-# length cut short or running past its message) is refused as protobuf reports it; groups (unknown fields, which
-# proto3 parsers accept) are followed, their fields counted. Only past protobuf's nesting limit (100) does the walk
-# stop, counting every 2 bytes left as one more item: as many as protobuf could build from them.
+# (empty KeyAdvertisement items 40 times) before client_from_proto or server_from_proto sees it. _scan_items walks
+# an envelope's fields, and those of the bodies that hold lists (_CLIENT_BODIES, _SERVER_BODIES), without building
+# anything, and refuses the envelope once more fields than its item budget, or more u32 ids than its id budget
+# (SPEC 13.3), have been seen; other bodies are skipped whole (what protobuf builds from them is at most about their
+# size: scalars, strings, unknown fields and merged submessages). The ids of a packed list are its bytes below
+# 0x80 (each ends a varint: one element in protobuf's array); an id outside a packed list is one field. The walk
+# follows protobuf's grammar: what protobuf certainly refuses (a field 0, wire type 6 or 7, an unmatched end-group
+# tag, a group left open, a tag, varint or length cut short or running past its message) is refused as protobuf
+# reports it; groups (unknown fields, which proto3 parsers accept) are followed, their fields counted. Only past
+# protobuf's nesting limit (100) does the walk stop, counting every 2 bytes left as one more item: as many as
+# protobuf could build from them.
 
-_LIST_BODIES = (17, 20)  # ClientEnvelope.share_keys, .unmask_response: the client messages with repeated items
+_IDS = "u32 ids"  # in a body table: a repeated uint32 field
+_Bodies = dict[int, Any]  # field number -> the table of a body the walk descends into, or _IDS
+
+# ClientEnvelope.share_keys, .unmask_response: the client messages with repeated items (every field in them counts)
+_CLIENT_BODIES: _Bodies = {17: {}, 20: {}}
+# ServerEnvelope: setup_request.config.participants, keys_broadcast, shares_delivery, consistency_request.survivors,
+# unmask_request (alive, dropped, survivors; signatures count as items), round_complete.survivors
+_SERVER_BODIES: _Bodies = {
+    1: {1: {4: _IDS}},
+    2: {},
+    3: {},
+    4: {2: _IDS},
+    5: {2: _IDS, 3: _IDS, 4: _IDS},
+    7: {2: _IDS},
+}
 _ANY_VARINT = (1 << 70) - 1  # protobuf reads up to 10 varint bytes and keeps the low bits
 _MAX_DEPTH = 100  # protobuf's nesting limit: groups and messages below the envelope
 _GROUP_START, _GROUP_END = 3, 4  # wire types
+_COUNT_BLOCK = 1 << 16  # bytes of a packed list looked at at once (a bool per byte)
 
 
-def _scan_items(raw: bytes) -> None:
-    """EncodingError "too many items for the message size" when parsing `raw` as a ClientEnvelope could build more
-    message objects than _item_budget(len(raw)), "not a protobuf ClientEnvelope" for bytes protobuf refuses; the
-    walk stops at the first of these, so its time is linear in the budget."""
+def decode_server(raw: bytes) -> ServerMessage:
+    """Decode a serialized server envelope (on the silo); EncodingError if malformed, not protobuf, or holding more
+    items or ids than its size pays for (refused before protobuf parses it)."""
+    return server_from_proto(parse_server(raw))
+
+
+def parse_server(raw: bytes) -> pb.ServerEnvelope:
+    """The parsed server envelope, walked first as decode_server walks it (also the default response deserializer
+    of grpc_silo.participate, for tools that want the protobuf message)."""
+    _scan_items(raw, _SERVER_BODIES, "ServerEnvelope")
+    try:
+        env: pb.ServerEnvelope = pb.ServerEnvelope.FromString(raw)
+    except DecodeError:
+        raise EncodingError("not a protobuf ServerEnvelope") from None
+    return env
+
+
+def _scan_items(raw: bytes, bodies: _Bodies = _CLIENT_BODIES, what: str = "ClientEnvelope") -> None:
+    """EncodingError "too many items for the message size" when parsing `raw` as this envelope could build more
+    message objects than _item_budget(len(raw)) or more u32 ids than _id_budget(len(raw)), "not a protobuf <what>"
+    for bytes protobuf refuses; the walk stops at the first of these, so its time is linear in the budgets (and a
+    packed list's bytes)."""
+    bad = f"not a protobuf {what}"
     end = len(raw)
-    budget = _item_budget(end)
-    pos, limit, nested, seen = 0, end, False, 0
-    groups: list[int] = []  # field numbers of the groups open at pos
+    budget, id_budget = _item_budget(end), _id_budget(end)
+    pos, limit, fields = 0, end, bodies
+    frames: list[tuple[int, _Bodies]] = []  # (limit, fields) of the bodies around the one at pos
+    seen = ids = 0
+    groups: list[int] = []  # field numbers of the groups open at pos (in the innermost body)
     while pos < end:
-        if pos == limit:  # the end of a share_keys / unmask_response body
+        if pos == limit:  # the end of a body
             if groups:
-                raise EncodingError("not a protobuf ClientEnvelope")
-            limit, nested = end, False
+                raise EncodingError(bad)
+            limit, fields = frames.pop()
             continue
-        seen += 1
-        if seen > budget:
-            raise EncodingError("too many items for the message size")
-        if nested and pos + 1 < limit and raw[pos] & 0x87 == _LEN and raw[pos] > 7:
+        if frames and pos + 1 < limit and raw[pos] & 0x87 == _LEN and raw[pos] > 7 and raw[pos] >> 3 not in fields:
             # the common case inside a list body: a 1-byte tag, a length of 1 or 2 bytes (an item)
             first = raw[pos + 1]
             if first < 0x80:
@@ -498,15 +565,28 @@ def _scan_items(raw: bytes) -> None:
             else:
                 after = limit + 1  # the general walk decides
             if after <= limit:
+                seen += 1
+                if seen > budget:
+                    raise EncodingError("too many items for the message size")
                 pos = after
                 continue
         got = _read_varint(raw, pos, _U32)
         if got is None or got[1] > limit or got[0] >> 3 == 0:
-            raise EncodingError("not a protobuf ClientEnvelope")
+            raise EncodingError(bad)
         tag, after = got
         field, wire_type = tag >> 3, tag & 7
+        inner = None if groups else fields.get(field)
+        if inner is _IDS and wire_type == _VARINT:  # one id, not packed
+            ids += 1
+            if ids > id_budget:
+                raise EncodingError("too many items for the message size")
+            pos = _skip_value(raw, after, limit, wire_type, bad)
+            continue
+        seen += 1
+        if seen > budget:
+            raise EncodingError("too many items for the message size")
         if wire_type == _GROUP_START:
-            if len(groups) + nested >= _MAX_DEPTH:  # protobuf's limit decides: at most an item per 2 bytes left
+            if len(groups) + len(frames) >= _MAX_DEPTH:  # protobuf's limit decides: at most an item per 2 bytes
                 if seen + (end - pos) // 2 > budget:
                     raise EncodingError("too many items for the message size")
                 return
@@ -514,26 +594,42 @@ def _scan_items(raw: bytes) -> None:
             pos = after
         elif wire_type == _GROUP_END:
             if not groups or groups.pop() != field:
-                raise EncodingError("not a protobuf ClientEnvelope")
+                raise EncodingError(bad)
             pos = after
-        elif wire_type == _LEN and not nested and not groups and field in _LIST_BODIES:
-            body = _len_value(raw, after, limit)
-            pos, limit, nested = body[0], body[1], True
+        elif wire_type == _LEN and inner is _IDS:  # a packed list
+            start, stop = _len_value(raw, after, limit, bad)
+            ids += _varint_ends(raw, start, stop)
+            if ids > id_budget:
+                raise EncodingError("too many items for the message size")
+            pos = stop
+        elif wire_type == _LEN and inner is not None:  # a body with lists: its fields are counted
+            start, stop = _len_value(raw, after, limit, bad)
+            frames.append((limit, fields))
+            pos, limit, fields = start, stop, inner
         else:
-            pos = _skip_value(raw, after, limit, wire_type)
+            pos = _skip_value(raw, after, limit, wire_type, bad)
     if groups:
-        raise EncodingError("not a protobuf ClientEnvelope")
+        raise EncodingError(bad)
 
 
-def _len_value(raw: bytes, pos: int, limit: int) -> tuple[int, int]:
+def _varint_ends(raw: bytes, start: int, stop: int) -> int:
+    """How many varints end in raw[start:stop] (its bytes below 0x80): the elements protobuf unpacks from it."""
+    n = 0
+    for lo in range(start, stop, _COUNT_BLOCK):
+        block = np.frombuffer(raw, np.uint8, min(_COUNT_BLOCK, stop - lo), lo)
+        n += int(np.count_nonzero(block < 0x80))
+    return n
+
+
+def _len_value(raw: bytes, pos: int, limit: int, bad: str) -> tuple[int, int]:
     """(start, end) of the length-delimited value at pos, within limit."""
     got = _read_varint(raw, pos, limit)
     if got is None or got[1] + got[0] > limit:
-        raise EncodingError("not a protobuf ClientEnvelope")
+        raise EncodingError(bad)
     return got[1], got[1] + got[0]
 
 
-def _skip_value(raw: bytes, pos: int, limit: int, wire_type: int) -> int:
+def _skip_value(raw: bytes, pos: int, limit: int, wire_type: int, bad: str) -> int:
     """The position after the value of a field of this wire type at pos (varint, fixed64, length-delimited,
     fixed32), within limit."""
     if wire_type == _VARINT:
@@ -541,7 +637,7 @@ def _skip_value(raw: bytes, pos: int, limit: int, wire_type: int) -> int:
         if got is not None and got[1] <= limit:
             return got[1]
     elif wire_type == _LEN:
-        return _len_value(raw, pos, limit)[1]
+        return _len_value(raw, pos, limit, bad)[1]
     elif wire_type in (1, 5) and pos + (8 if wire_type == 1 else 4) <= limit:
         return pos + (8 if wire_type == 1 else 4)
-    raise EncodingError("not a protobuf ClientEnvelope")  # cut short, or wire type 6 or 7
+    raise EncodingError(bad)  # cut short, or wire type 6 or 7
