@@ -81,7 +81,7 @@ class RoundConfig:
         parts = self.participants
         if len(parts) < 2:
             raise ConfigurationError("a round needs at least two participants")
-        if list(parts) != sorted(set(parts)):
+        if any(a >= b for a, b in zip(parts, parts[1:])):  # no set or sorted copy: linear in n, one pass
             raise ConfigurationError("participants must be sorted and distinct")
         if parts[0] < 1 or parts[-1] > MAX_CLIENT_ID:
             raise ConfigurationError(f"client ids must be in 1..{MAX_CLIENT_ID}")

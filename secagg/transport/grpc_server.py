@@ -35,6 +35,7 @@ from secagg.deploy.config import ServerConfig
 from secagg.errors import ConfigurationError, EncodingError, RoundAborted
 from secagg.exclusion import ExclusionList
 from secagg.protocol import recipes
+from secagg.protocol.codes import AbortCode, AuditEvent
 from secagg.protocol.config import Mode, RoundConfig
 from secagg.protocol.messages import ClientAbort, ClientMessage
 from secagg.protocol.rules import SERVER_STAGE, Stage
@@ -253,7 +254,7 @@ class AggregationServer:
         session = self._session
         if session is not None:
             with self._lock:
-                self._dispatch(session.abort("SERVER_SHUTDOWN", "the server is shutting down"), -1)
+                self._dispatch(session.abort(AbortCode.SERVER_SHUTDOWN, "the server is shutting down"), -1)
         with self._lock:
             for conn in self._conns.values():
                 conn.outbox.put(None)
@@ -374,8 +375,10 @@ class AggregationServer:
         try:
             config = self._round_config(r, participants, overrides, len(exclusions.benched))
         except ConfigurationError as exc:
-            err = RoundAborted("TOO_FEW_CLIENTS", f"cannot start round {r} with {len(participants)} silos: {exc}")
-            self._record(Audit("round-not-started", None, str(err)), r)
+            err = RoundAborted(
+                AbortCode.TOO_FEW_CLIENTS, f"cannot start round {r} with {len(participants)} silos: {exc}"
+            )
+            self._record(Audit(AuditEvent.ROUND_NOT_STARTED, None, str(err)), r)
             log.error("%s", err)
             return RoundOutcome(r, None, err, time.perf_counter() - t0, tuple(participants))
         session = ServerSession(
@@ -403,21 +406,21 @@ class AggregationServer:
             if generations.get(silo) != gen:
                 continue  # from a stream that is not part of this round
             now = self._clock()
-            message = ClientAbort("DISCONNECTED", "stream closed") if item == _CLOSED else item
+            message = ClientAbort(AbortCode.DISCONNECTED, "stream closed") if item == _CLOSED else item
             assert not isinstance(message, str)
             with self._lock:
                 self._dispatch(session.receive(silo, message, now), r)
                 self._dispatch(session.poll(self._clock()), r)
         if session.result is None and session.error is None:  # stopping: stop() may not have aborted it yet
             with self._lock:
-                self._dispatch(session.abort("SERVER_SHUTDOWN", "the server is shutting down"), r)
+                self._dispatch(session.abort(AbortCode.SERVER_SHUTDOWN, "the server is shutting down"), r)
         self._session = None
         benched = tuple(exclusions.record(r, session.blamed))
         if session.blamed:
             self._save_exclusions(exclusions)
         for silo in benched:
             reason = session.blamed[silo]
-            self._record(Audit("silo-benched", silo, f"strikes={exclusions.counts[silo]}: {reason}"[:200]), r)
+            self._record(Audit(AuditEvent.SILO_BENCHED, silo, f"strikes={exclusions.counts[silo]}: {reason}"[:200]), r)
             log.error(
                 "round %d: silo %d benched after %d strike(s) (%s); it is not invited again until "
                 "`secagg exclusions --config <server.toml> --reinstate %d`",

@@ -25,6 +25,7 @@ from secagg.crypto.rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.deploy.config import DEFAULT_CHUNK_ELEMS, MESSAGE_OVERHEAD_BYTES, SiloConfig
 from secagg.errors import ConfigurationError, EncodingError
 from secagg.protocol.client import ClientInput, ClientSession, MaskedChunks
+from secagg.protocol.codes import AbortCode
 from secagg.protocol.config import RoundConfig
 from secagg.protocol.ledger import ContributionLedger
 from secagg.protocol.messages import ClientMessage, RoundComplete, ServerAbort, SetupRequest
@@ -190,7 +191,7 @@ class SiloRunner:
             stream.outbox.put(None)
             self._live_channel = None
             channel.close()
-            self._end_round("DISCONNECTED", "the stream to the server ended")
+            self._end_round(AbortCode.DISCONNECTED, "the stream to the server ended")
         return got
 
     def _handle(self, env: bytes | pb.ServerEnvelope, stream: _Stream) -> None:
@@ -200,10 +201,10 @@ class SiloRunner:
             msg = wire.decode_server(env) if isinstance(env, bytes) else wire.server_from_proto(env)
         except EncodingError as exc:
             log.warning("silo %d: malformed message from the server: %s", self.silo_id, exc)
-            self._end_round("MALFORMED", str(exc))
+            self._end_round(AbortCode.MALFORMED, str(exc))
             return
         if isinstance(msg, SetupRequest):
-            self._end_round("SUPERSEDED", "a new round started")
+            self._end_round(AbortCode.SUPERSEDED, "a new round started")
             cfg = msg.config
             rng = self._rng
             rounding = None
