@@ -331,7 +331,9 @@ def _exclusions(args: argparse.Namespace) -> int:
     if not lst.benched:
         print("  no silo is benched")
     for silo, b in sorted(lst.benched.items()):
-        print(f"  silo {silo}: benched in round {b.round}: {b.reason}")
+        print(
+            f"  silo {silo}: benched in round {b.round}: {b.reason}" if b.round >= 0 else f"  silo {silo}: {b.reason}"
+        )
     for silo, n in sorted(lst.counts.items()):
         if silo not in lst.benched:
             print(f"  silo {silo}: {n} strike(s)")
