@@ -548,8 +548,8 @@ class ClientSession(NoPickle):
         senders = [s for s, _ in msg.ciphertexts]
         if senders != sorted(set(senders)):
             raise RoundAborted(AbortCode.BAD_SHARE_LIST, "share senders not sorted and distinct")
-        if any(sender not in self._neighbours for sender, _ in msg.ciphertexts):
-            stranger = next(sender for sender, _ in msg.ciphertexts if sender not in self._neighbours)
+        stranger = next((sender for sender, _ in msg.ciphertexts if sender not in self._neighbours), None)
+        if stranger is not None:
             raise RoundAborted(AbortCode.NOT_A_NEIGHBOUR, f"a share from {stranger}, not a neighbour with keys")
         # Every ciphertext is opened; those that fail name their senders ("peers <id>,<id>: ", the first failure
         # decides the code), so the server can count complaints against each sender (SPEC §10.3, §11.8).
