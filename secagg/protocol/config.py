@@ -9,6 +9,7 @@ own floor for those parameters: a proposal below it is refused at setup (scenari
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ class RoundConfig:
         parts = self.participants
         if len(parts) < 2:
             raise ConfigurationError("a round needs at least two participants")
-        if any(a >= b for a, b in zip(parts, parts[1:])):  # no set or sorted copy: linear in n, one pass
+        if any(a >= b for a, b in itertools.pairwise(parts)):  # no set or sorted copy: one pass
             raise ConfigurationError("participants must be sorted and distinct")
         if parts[0] < 1 or parts[-1] > MAX_CLIENT_ID:
             raise ConfigurationError(f"client ids must be in 1..{MAX_CLIENT_ID}")
