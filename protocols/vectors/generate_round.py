@@ -38,6 +38,7 @@ import importlib.util
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -77,15 +78,18 @@ HERE = Path(__file__).resolve().parent
 P = shamir.P
 
 
-def _load_adapter() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("adapter_secagg", HERE / "adapter_secagg.py")
+def _load(name: str) -> ModuleType:
+    """A sibling module of this directory (the generators run as scripts, not as a package)."""
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-ADAPTER = _load_adapter()
+ADAPTER = _load("adapter_secagg")
+make_config: Callable[[dict[str, Any]], RoundConfig] = _load("generate_protocol").make_config
+"""The RoundConfig a config vector describes (the same fields as protocol.json's `configs`)."""
 logging.getLogger("secagg").setLevel(logging.CRITICAL + 1)  # the negative vectors make clients abort on purpose
 
 
@@ -233,28 +237,6 @@ DROP_MEANING = {
     "consistency-check": "receives ConsistencyRequest and never signs (dropped during the consistency check)",
     "unmask": "receives UnmaskRequest and never answers (dropped during unmasking)",
 }
-
-
-def make_config(spec: dict[str, Any]) -> RoundConfig:
-    """The RoundConfig a config vector describes (same fields as protocol.json's `configs`)."""
-    return RoundConfig(
-        run_id=spec["run_id"],
-        round=spec["round"],
-        participants=tuple(spec["participants"]),
-        mode=Mode(spec["mode"]),
-        k=spec["k"],
-        t=spec["t"],
-        graph_seed=bytes.fromhex(spec["graph_seed"]),
-        dim=spec["dim"],
-        modulus=int(spec["modulus"]),
-        clip=float(spec["clip"]),
-        bits=spec["bits"],
-        max_weight=spec["max_weight"],
-        min_aggregate=spec["min_aggregate"],
-        model_hash=bytes.fromhex(spec["model_hash"]),
-        dp_noise_multiplier=float(spec["dp_noise_multiplier"]),
-        encoding=spec["input_encoding"],
-    )
 
 
 def client_secrets(name: str, cid: int, cfg: RoundConfig, extremes: bool) -> dict[str, Any]:
