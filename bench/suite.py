@@ -375,6 +375,28 @@ def run_flower_app(quick: bool, no_flower: bool, log: Any = print) -> dict[str, 
         return {"skipped": f"{exc} (FA runs in this interpreter: pip install -e .[flower] torch scikit-learn)"}
 
 
+def run_flower_deploy(
+    quick: bool, no_flower: bool, results_dir: Path, command: str, log: Any = print
+) -> dict[str, Any]:
+    """FD: the Flower example app on a real SuperLink + SuperNodes, three ways (bench/flower_fd.py); writes its JSON.
+
+    Not among the default workloads: it takes minutes (Flower starts a process per message) and starts servers."""
+    if no_flower:
+        return {"skipped": "--no-flower"}
+    from bench import flower_fd
+
+    try:
+        fd = flower_fd.measure(quick, log=log)
+    except flower_fd.FlowerDeployUnavailableError as exc:
+        log(f"FD skipped: {exc}")
+        return {"skipped": f"{exc} (FD runs from this interpreter: pip install -e .[flower] torch scikit-learn)"}
+    fd["command"] = command
+    out = flower_fd.write(fd, results_dir)
+    log(flower_fd.table(fd))
+    log(f"wrote {out}")
+    return fd
+
+
 def fa_json_path(results_dir: Path, quick: bool) -> Path:
     """Where FA's own JSON goes (the full-run docs pick it up when a result JSON has no FA of its own)."""
     return results_dir / ("flower-app-quick.json" if quick else "flower-app.json")
@@ -417,7 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small N and D everywhere, a small Flower round; < 2 min")
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,curves,FA",
                     help="comma-separated subset of W1..W7, 'curves' and FA (the Flower example app; alone, it "
-                         "rewrites only its section of benchmarks.md) (default: all)")  # fmt: skip
+                         "rewrites only its section of benchmarks.md) (default: all of these), and FD (the "
+                         "example app on a real local SuperLink + SuperNodes, bench/flower_fd.py; only when "
+                         "named: it takes minutes; writes bench/results/flower-deploy.json)")  # fmt: skip
     ap.add_argument("--flower-venv", type=Path, default=None,
                     help=f"a venv holding flwr {fl.FLWR_VERSION} (default: {fl.DEFAULT_VENV.relative_to(ROOT)}, "
                          "created if missing)")  # fmt: skip
@@ -450,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
     docs_dir = args.docs_dir or (args.results_dir / "quick" if quick else DOCS_DIR)
     t_start = time.perf_counter()
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    flower_deploy_result = None
+    if "FD" in chosen:
+        flower_deploy_result = run_flower_deploy(quick, args.no_flower, args.results_dir, command.strip(), print)
+        chosen.discard("FD")
+        if not chosen:
+            return 0 if all(r.get("ok") for r in flower_deploy_result.get("runs", {}).values()) else 1
     if chosen == {"FA"}:  # FA alone: its JSON, and only its section of an existing benchmarks.md
         fa = run_flower_app(quick, args.no_flower, print)
         fa.update(command=command.strip(), machine=machine_info(), elapsed_s=time.perf_counter() - t_start)
@@ -556,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         "slopes": report.slopes(curves),
         "grpc": grpc,
         "flower_app": flower_app_result,
+        "flower_deploy": flower_deploy_result,
         "elapsed_s": time.perf_counter() - t_start,
         "command": command,
     }
