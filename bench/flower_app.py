@@ -58,9 +58,9 @@ def _clocked(fn: Any) -> Any:
 
 
 def _clock_nodes(client_app: Any, task: Any) -> list[tuple[Any, str, Any]]:
-    """Time the nodes' train/test calls (both apps call them through these names); returns what to restore."""
-    saved = [(client_app, "train_fn", client_app.train_fn), (client_app, "test_fn", client_app.test_fn),
-             (task, "train", task.train), (task, "test", task.test)]  # fmt: skip
+    """Time the nodes' train/test calls (every app imports them from the task module when called); returns what
+    to restore."""
+    saved = [(task, "train", task.train), (task, "test", task.test)]
     for mod, name, fn in saved:
         setattr(mod, name, _clocked(fn))
     return saved
@@ -97,25 +97,36 @@ def _timed(cls: type) -> type:
             self.local: dict[int, float] = {}
             self.secure: dict[str, float] = {}
             self._round = 0
+            self._spent_from: dict[int, float] = {}
 
         def configure_train(self, server_round: int, *args: Any, **kwargs: Any) -> Any:
             self._round = server_round
             self.started[server_round] = time.perf_counter()
-            self.local[server_round] = -_Clock.spent
+            self._spent_from[server_round] = _Clock.spent
             return super().configure_train(server_round, *args, **kwargs)
+
+        def _end(self, server_round: int) -> None:
+            """A round ends with the last of its aggregate calls (SecureFedAvg evaluates a round's model in the
+            next round's train messages, so only its last round has an aggregate_evaluate)."""
+            self.ended[server_round] = time.perf_counter()
+            self.local[server_round] = _Clock.spent - self._spent_from[server_round]
+
+        def aggregate_train(self, server_round: int, *args: Any, **kwargs: Any) -> Any:
+            out = super().aggregate_train(server_round, *args, **kwargs)
+            self._end(server_round)
+            return out
 
         def aggregate_evaluate(self, server_round: int, *args: Any, **kwargs: Any) -> Any:
             out = super().aggregate_evaluate(server_round, *args, **kwargs)
-            self.ended[server_round] = time.perf_counter()
-            self.local[server_round] += _Clock.spent
+            self._end(server_round)
             return out
 
-        def _run(self, jobs: Any, ids: Any, kind: str) -> Any:  # SecureFedAvg's SecAgg+ exchanges
+        def _drive(self, step: Any, replies: Any, kind: str) -> Any:  # SecureFedAvg's SecAgg+ exchanges
             t = time.perf_counter()
             try:
-                return super()._run(jobs, ids, kind)
+                return super()._drive(step, replies, kind)
             finally:
-                key = f"{kind}/" + "+".join(job.purpose for job in jobs)
+                key = f"{kind}/" + "+".join(job.purpose for job in step.jobs)
                 self.secure[key] = self.secure.get(key, 0.0) + time.perf_counter() - t
 
     Timed.__name__ = cls.__name__

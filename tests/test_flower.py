@@ -328,10 +328,16 @@ def test_a_session_sealed_under_another_key_is_refused() -> None:
 
 @pytest.mark.property("P16")
 def test_two_nodes_are_refused_with_a_clear_error() -> None:
-    """With two nodes each could compute the other's update from the new model: no secure round is started."""
-    grid = LocalGrid({n: make_app(n, [secagg_mod()]) for n in NODES[:2]})
+    """With two nodes each could compute the other's update from the new model: a strategy that could sample two
+    is refused at construction, and a round left with two sampled nodes (the others benched) sends nothing."""
+    for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+        with pytest.raises(ConfigurationError, match="at least 3 nodes"):
+            SecureFedAvg(**{key: 2})
+    grid = LocalGrid({n: make_app(n, [secagg_mod()]) for n in NODES[:3]})
+    strat = strategy()
+    strat.exclusions.bench(NODES[0], 0, "benched by hand for this test")
     with pytest.raises(ConfigurationError, match="at least 3 nodes"):
-        strategy().start(grid=grid, initial_arrays=initial(), num_rounds=1)
+        strat.start(grid=grid, initial_arrays=initial(), num_rounds=1)
     assert grid.seen == []  # nothing was sent
 
 

@@ -98,7 +98,7 @@ class LocalGrid(Grid):
             if node in self.gone:
                 continue
             rec = msg.content.config_records.get(rec_.SECAGG_KEY)
-            if rec is not None and rec["stage"] == rec_.STAGE_PROTOCOL:
+            if rec is not None and "msgs" in rec:  # SecAgg+ server messages (a first message may carry setups)
                 purposes = rec_.get_names_list(rec, "purposes")
                 inner = [decode_message(b) for b in rec_.get_bytes_list(rec, "msgs")]
                 whats = [(p, type(m).__name__) for p, m in zip(purposes, inner, strict=True)]

@@ -1,23 +1,30 @@
 """`secagg_mod`: the client side of our SecAgg+ as a Flower ClientApp mod; the user's functions stay unchanged.
 
     app = ClientApp()
+    secure = secagg_mod(app=app)
 
-    @app.train(mods=[secagg_mod()])
+    @app.train(mods=[secure])
     def train(msg: Message, context: Context) -> Message: ...   # returns arrays + metrics as for FedAvg
 
-On a round's first message the mod runs the user's function, keeps the update (new arrays minus the ones
-received) and the metrics on the node, and answers with their names only. The SecAgg+ stages that follow
-run our ClientSession: every check against a lying server happens there, and the model the node trained
-on is bound into the round (model_hash). Flower may run every message in a fresh process, so between
-stages the session is exported and stored in the node's Context state, sealed with AES-GCM under a
-node-local key (`state_key`; else the file named by the node config `secagg-state-key-file`; else
-`$SECAGG_STATE_DIR/flower-state.key`, by default under ~/.local/state/secagg, made on first use); a session's
-secrets are erased once it has answered the unmask request or aborted.
+    @app.evaluate(mods=[secure])
+    def evaluate(msg: Message, context: Context) -> Message: ...   # returns metrics as for FedAvg
+
+On a round's first message the mod runs the user's function (and, when the train message also carries an
+evaluation of the model it brings, the app's evaluate function first), keeps the update (new arrays minus
+the ones received) and the metrics on the node, and answers with their names only; when the message carries
+the SecAgg+ setup requests, the same reply holds this node's key advertisements. The SecAgg+ stages that
+follow run our ClientSession: every check against a lying server happens there, and the model and
+configuration(s) the node worked on are bound into the round (model_hash). Flower may run every message in a
+fresh process, so between stages the session is exported and stored in the node's Context state, sealed with
+AES-GCM under a node-local key (`state_key`; else the file named by the node config
+`secagg-state-key-file`; else `$SECAGG_STATE_DIR/flower-state.key`, by default under ~/.local/state/secagg,
+made on first use); a session's secrets are erased once it has answered the unmask request or aborted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -27,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 
 from secagg.crypto import aead
 from secagg.crypto.keys import IdentityKey
@@ -98,6 +106,7 @@ def secagg_mod(
     state_key: bytes | None = None,
     require_secure: bool = True,
     rng: RandomSource | None = None,
+    app: ClientApp | None = None,
 ) -> Mod:
     """A Flower mod running this node's side of SecAgg+ around the user's train or evaluate function.
 
@@ -107,7 +116,10 @@ def secagg_mod(
     config's `secagg-state-key-file`, else `default_state_key_path()`, made on first use; Flower may run each
     message in a new process, so the key must outlive the process). identity: the key, or the path of its
     PEM file, read when needed (Flower's simulation engine pickles the ClientApp; a key object refuses that).
-    rng: by default the OS's CSPRNG, opened per message.
+    rng: by default the OS's CSPRNG, opened per message. app: the ClientApp this mod is registered in; with it,
+    a train message can also run the app's evaluate function on the model it received (the strategy's
+    evaluation of the previous round's model), so one message serves both and their metrics share one
+    SecAgg+ round.
     """
     pol = policy or ClientPolicy()
     if state_key is not None and len(state_key) != 32:
@@ -121,6 +133,8 @@ def secagg_mod(
         return IdentityKey.from_pem(Path(identity).read_bytes())
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        if _INNER_CALL.get():  # this mod's own call of the evaluate function, inside a train message
+            return call_next(msg, context)
         rec = msg.content.config_records.get(rec_.SECAGG_KEY) if msg.has_content() else None
         if rec is None:
             if require_secure:
@@ -140,27 +154,50 @@ def secagg_mod(
     def _local(
         msg: Message, context: Context, call_next: Callable[[Message, Context], Message], rec: ConfigRecord, stage: str
     ) -> Message:
-        """Run the user's function; keep its update and metrics here; answer with their names only."""
+        """Run the user's function (and, when the train message asks, the evaluate function on the received model
+        first); keep the update and metrics here; answer with their names only, and, when the message carries
+        the SecAgg+ setup requests, with this node's key advertisements in the same reply."""
         for key in [k for k in context.state if k.startswith(STATE_SESSION)] + [STATE_PENDING, STATE_UPDATE]:
             context.state.pop(key, None)  # a new Flower round: whatever the last one left is void
+        arrays_key, config_key = rec_.get_str(rec, "arrays-key"), rec_.get_str(rec, "config-key")
+        weight_key = rec_.get_str(rec, "weight-key")
+        slots = rec_.get_int(rec, "metric-slots")
+        content = msg.content
+        sent_arrays = content.array_records.get(arrays_key)
+        evaluate_config = content.config_records.get(rec_.EVALUATE_CONFIG_KEY) if stage == rec_.STAGE_TRAIN else None
+        records = rec_.records_digest(sent_arrays, content.config_records.get(config_key), evaluate_config)
+        groups: dict[str, tuple[int, list[str], list[float]]] = {}
+        if evaluate_config is not None:
+            evaluate = _evaluate_function(app)
+            if evaluate is None or sent_arrays is None:
+                return _refuse(msg, "this node cannot evaluate inside a train message (secagg_mod(app=...) not given)")
+            inner = Message(
+                RecordDict({arrays_key: sent_arrays, config_key: evaluate_config}),
+                dst_node_id=msg.metadata.dst_node_id,
+                message_type=MessageType.EVALUATE,
+            )
+            token = _INNER_CALL.set(True)
+            try:
+                evaluated = evaluate(inner, context)
+            finally:
+                _INNER_CALL.reset(token)
+            if evaluated.has_error():
+                return Message(evaluated.error, reply_to=msg)
+            found = _metrics_of(evaluated, weight_key)
+            if isinstance(found, str):
+                return _refuse(msg, f"evaluate: {found}")
+            groups[rec_.GROUP_EVALUATE] = found
         # The user's function (and inner mods, e.g. Flower's fixedclipping_mod) see exactly a FedAvg message.
-        msg.content = RecordDict({k: v for k, v in msg.content.items() if k != rec_.SECAGG_KEY})
+        msg.content = RecordDict(
+            {k: v for k, v in content.items() if k not in (rec_.SECAGG_KEY, rec_.EVALUATE_CONFIG_KEY)}
+        )
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
-        arrays_key, config_key = rec_.get_str(rec, "arrays-key"), rec_.get_str(rec, "config-key")
-        weight_key = rec_.get_str(rec, "weight-key")
-        sent_arrays = msg.content.array_records.get(arrays_key)
-        records = rec_.records_digest(sent_arrays, msg.content.config_records.get(config_key))
-        metric_records = list(reply.content.metric_records.values())
-        if len(metric_records) != 1:
-            return _refuse(msg, "the reply must carry exactly one MetricRecord")
-        metrics = metric_records[0]
-        weight = metrics.get(weight_key)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 1 or weight != int(weight):
-            return _refuse(msg, f"metric {weight_key!r} must be a positive whole number")
-        keys = sorted(k for k in metrics if k != weight_key)
-        values = rec_.metric_values(metrics, keys)
+        found = _metrics_of(reply, weight_key)
+        if isinstance(found, str):
+            return _refuse(msg, found)
+        groups[rec_.GROUP_TRAIN if stage == rec_.STAGE_TRAIN else rec_.GROUP_EVALUATE] = found
         dim = 0
         if stage == rec_.STAGE_TRAIN:
             array_records = list(reply.content.array_records.values())
@@ -175,14 +212,34 @@ def secagg_mod(
             delta = (after - before).astype(np.float32)
             dim = int(delta.shape[0])
             context.state[STATE_UPDATE] = ArrayRecord({"delta": Array(delta)})
+        ordered = {g: groups[g] for g in rec_.GROUPS if g in groups}
         context.state[STATE_PENDING] = ConfigRecord(
-            {"records": records, "weight": int(weight), "keys": json.dumps(keys), "values": json.dumps(values)}
+            {
+                "records": records,
+                "slots": slots,
+                "groups": json.dumps({g: {"weight": w, "keys": k, "values": v} for g, (w, k, v) in ordered.items()}),
+            }
         )
-        answer = {"ok": True, "client-id": client_id or 0, "metric-keys": json.dumps(keys), "dim": dim}
-        return Message(RecordDict({rec_.SECAGG_KEY: ConfigRecord(answer)}), reply_to=msg)  # type: ignore[arg-type]
+        answer = {
+            "ok": True,
+            "client-id": client_id or 0,
+            "metric-groups": json.dumps({g: k for g, (_, k, _) in ordered.items()}),
+            "dim": dim,
+            "can-evaluate": _evaluate_function(app) is not None,
+        }
+        answers = _protocol_steps(msg, context, rec) if "msgs" in rec else {}
+        if isinstance(answers, Message):
+            return answers
+        return _answer(msg, answers, answer)
 
     def _protocol(msg: Message, context: Context, rec: ConfigRecord) -> Message:
         """SecAgg+ server messages in (one per round this exchange serves), the ClientSessions' answers out."""
+        answers = _protocol_steps(msg, context, rec)
+        return answers if isinstance(answers, Message) else _answer(msg, answers)
+
+    def _protocol_steps(msg: Message, context: Context, rec: ConfigRecord) -> dict[str, list[ClientMessage]] | Message:
+        """Each server message of the record to this node's session of its purpose; the answers by purpose, or
+        the refusal of the whole message."""
         pid = rec_.get_int(rec, "client-id")
         if client_id is not None and pid != client_id:
             return _refuse(msg, f"the server assigned id {pid}; this node's SecAgg+ id is {client_id}")
@@ -198,11 +255,10 @@ def secagg_mod(
             inbound.append(m)
         source = rng if rng is not None else SystemRandom()
         key = _state_key(context, source)
-        answers = {
+        return {
             purpose: _step(msg, context, pid, purpose, m, key, source)
             for purpose, m in zip(purposes, inbound, strict=True)
         }
-        return _answer(msg, answers)
 
     def _session_kwargs(
         context: Context, purpose: str, pending: ConfigRecord | None, source: RandomSource
@@ -290,13 +346,27 @@ def _check_setup(
     if reason is not None:
         return AbortCode.MODEL_MISMATCH, reason
     assert pending is not None
-    weight = rec_.get_int(pending, "weight")
-    if weight > cfg.max_weight:
-        return AbortCode.BAD_INPUT, (
-            f"num-examples {weight} above the round's max_weight {cfg.max_weight}: the server should raise "
-            "SecAggSettings.max_weight with modulus 2**64, or use fewer bits"
-        )
+    groups = _pending_groups(pending)
+    if purpose == rec_.PURPOSE_ARRAYS:
+        weight = groups[rec_.GROUP_TRAIN][0]
+        if weight > cfg.max_weight:
+            return AbortCode.BAD_INPUT, (
+                f"num-examples {weight} above the round's max_weight {cfg.max_weight}: the server should raise "
+                "SecAggSettings.max_weight with modulus 2**64, or use fewer bits"
+            )
+    else:
+        need = rec_.slots_needed({g: keys for g, (_, keys, _) in groups.items()})
+        if need > cfg.dim:
+            return AbortCode.BAD_INPUT, (
+                f"this node's metrics take {need} slots, the round has {cfg.dim} (raise SecAggSettings.metric_slots)"
+            )
     return None
+
+
+def _pending_groups(pending: ConfigRecord) -> dict[str, tuple[int, list[str], list[float]]]:
+    """The metric groups kept on the node for the round: group -> (weight, names, values)."""
+    raw = json.loads(rec_.get_str(pending, "groups"))
+    return {g: (int(d["weight"]), list(d["keys"]), [float(v) for v in d["values"]]) for g, d in raw.items()}
 
 
 def _mismatch(cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, context: Context) -> str | None:
@@ -304,7 +374,6 @@ def _mismatch(cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, cont
     if pending is None:
         return "no local update or metrics waiting for a SecAgg+ round"
     records = rec_.get_bytes(pending, "records")
-    keys = rec_.get_names(pending, "keys")
     if purpose == rec_.PURPOSE_ARRAYS:
         update = context.state.array_records.get(STATE_UPDATE)
         if update is None:
@@ -317,29 +386,61 @@ def _mismatch(cfg: RoundConfig, purpose: str, pending: ConfigRecord | None, cont
     if purpose == rec_.PURPOSE_METRICS:
         if cfg.encoding != "integers" or cfg.modulus != rec_.METRIC_MODULUS:
             return "a metrics round uses the integers encoding in the 2^64 ring"
-        if cfg.model_hash != rec_.metrics_digest(records, keys) or cfg.dim != len(keys):
-            return "the metrics round is not bound to this node's model and metric names"
+        groups = list(_pending_groups(pending))
+        if cfg.model_hash != rec_.metrics_digest(records, groups) or cfg.dim != rec_.get_int(pending, "slots"):
+            return "the metrics round is not bound to this node's model and metric groups"
         return None
     return f"unknown purpose {purpose!r}"
 
 
 def _input(purpose: str, pending: ConfigRecord | None, context: Context) -> ClientInput | None:
-    """This node's contribution to the round: its update (arrays) or its fixed-point metrics."""
+    """This node's contribution to the round: its update (arrays) or its metric groups in fixed point."""
     if pending is None:
         return None
-    weight = rec_.get_int(pending, "weight")
+    groups = _pending_groups(pending)
     if purpose == rec_.PURPOSE_ARRAYS:
         update = context.state.array_records.get(STATE_UPDATE)
-        if update is None:
+        if update is None or rec_.GROUP_TRAIN not in groups:
             return None
-        return ClientInput(np.asarray(update["delta"].numpy(), dtype=np.float32), weight)
-    values = json.loads(str(pending["values"]))
-    return ClientInput.integers(rec_.encode_metrics(values, weight), weight)
+        return ClientInput(np.asarray(update["delta"].numpy(), dtype=np.float32), groups[rec_.GROUP_TRAIN][0])
+    parts = [(values, weight) for weight, _, values in groups.values()]
+    try:
+        vector = rec_.encode_metric_groups(parts, rec_.get_int(pending, "slots"))
+    except ConfigurationError:
+        return None  # more metrics than slots: refused at setup (BAD_INPUT), so no round reaches masking
+    return ClientInput.integers(vector, 1)
 
 
-def _answer(msg: Message, answers: dict[str, list[ClientMessage]]) -> Message:
+def _metrics_of(reply: Message, weight_key: str) -> tuple[int, list[str], list[float]] | str:
+    """(weight, sorted names, values) of the one MetricRecord a user's function replied with, or why not."""
+    metric_records = list(reply.content.metric_records.values()) if reply.has_content() else []
+    if len(metric_records) != 1:
+        return "the reply must carry exactly one MetricRecord"
+    metrics = metric_records[0]
+    weight = metrics.get(weight_key)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 1 or weight != int(weight):
+        return f"metric {weight_key!r} must be a positive whole number"
+    keys = sorted(k for k in metrics if k != weight_key)
+    return int(weight), keys, rec_.metric_values(metrics, keys)
+
+
+_INNER_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("secagg_inner_evaluate", default=False)
+"""Set while secagg_mod itself calls the app's evaluate function: the mods around that function let it through
+(a message from the network cannot set it)."""
+
+
+def _evaluate_function(app: ClientApp | None) -> Callable[[Message, Context], Message] | None:
+    """The app's default evaluate function with its mods, as Flower registered it; None without one."""
+    funcs = getattr(app, "_registered_funcs", None) if app is not None else None
+    fn = funcs.get(f"{MessageType.EVALUATE}.default") if isinstance(funcs, dict) else None
+    return fn if callable(fn) else None
+
+
+def _answer(msg: Message, answers: dict[str, list[ClientMessage]], ready: dict[str, Any] | None = None) -> Message:
+    """The reply: our record (the purposes answered, and what the node reports on a round's first message) and
+    each purpose's encoded client messages."""
     records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
-        rec_.SECAGG_KEY: ConfigRecord({"purposes": list(answers)})
+        rec_.SECAGG_KEY: ConfigRecord({**(ready or {}), "purposes": list(answers)})
     }
     for purpose, out in answers.items():
         records[rec_.reply_key(purpose)] = rec_.pack_replies([encode_message(m) for m in out])

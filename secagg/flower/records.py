@@ -1,11 +1,18 @@
 """What our SecAgg+ stages look like inside Flower messages, shared by the strategy and the client mod.
 
 Every message of ours carries a ConfigRecord under `SECAGG_KEY`. Its "stage" is "train" or "evaluate" (the
-first message of a Flower round: the node runs the user's function, keeps its update and metrics locally
-and answers with no values) or "protocol" (one SecAgg+ server message as canonical bytes, answered by the
-client messages it produces). Both sides compute the same digest of the model and configuration the node
-was sent; it becomes the round's `model_hash`, so a server that shows different models to different nodes
+first message of a Flower round: the node runs the user's function, keeps its update and metrics locally,
+and answers with no values: with the SecAgg+ setup requests in the message, its key advertisements; else
+just the metric names) or "protocol" (SecAgg+ server messages as canonical bytes, answered by the client
+messages they produce). Both sides compute the same digest of the model and configuration(s) the node was
+sent; it becomes the round's `model_hash`, so a server that shows different models to different nodes
 splits them into sessions that cannot complete (scenario A9).
+
+Metrics travel in one integer SecAgg+ round per Flower step, in groups ("train": what the train function
+reported; "evaluate": what the evaluate function reported, in the same message when the strategy folds the
+evaluation into the next training message). A group is its own weight followed by each metric times that
+weight, in fixed point; the round's vector has a fixed number of slots (bound in the configuration), so it
+can be configured before the node has reported its metric names.
 """
 
 from __future__ import annotations
@@ -31,9 +38,21 @@ METRIC_MODULUS = 1 << 64
 METRIC_MAX_WEIGHT = 1 << 31
 
 
-def records_digest(arrays: ArrayRecord | None, config: ConfigRecord | None) -> bytes:
-    """SHA-256 (domain separated) over the arrays (keys, dtype, shape, bytes) and the config items, in order."""
-    w = Writer().u16(1)
+GROUP_TRAIN, GROUP_EVALUATE = "train", "evaluate"
+GROUPS = (GROUP_TRAIN, GROUP_EVALUATE)
+"""Metric groups in the order they take in a metrics round's vector."""
+METRIC_SLOTS = 32
+"""Default length of a metrics round's vector: per group, 1 + the number of its metrics."""
+EVALUATE_CONFIG_KEY = "secagg.evaluate-config"
+"""Key, in a train message, of the ConfigRecord for the evaluation that runs in the same message."""
+
+
+def records_digest(
+    arrays: ArrayRecord | None, config: ConfigRecord | None, evaluate_config: ConfigRecord | None = None
+) -> bytes:
+    """SHA-256 (domain separated) over the arrays (keys, dtype, shape, bytes) and the config items, in order;
+    with the configuration of an evaluation folded into the same message, over that too."""
+    w = Writer().u16(1 if evaluate_config is None else 2)
     items = list(arrays.items()) if arrays is not None else []
     w.u32(len(items))
     for key, arr in items:
@@ -43,15 +62,52 @@ def records_digest(arrays: ArrayRecord | None, config: ConfigRecord | None) -> b
     w.u32(len(cfg))
     for key, value in cfg:
         w.text(key).text(_canonical(value))
+    if evaluate_config is not None:
+        items_e = sorted(evaluate_config.items())
+        w.u32(len(items_e))
+        for key, value in items_e:
+            w.text(key).text(_canonical(value))
     return digest(domain("flower", "records"), w.getvalue())
 
 
-def metrics_digest(records: bytes, keys: list[str]) -> bytes:
-    """The model_hash of a metrics round: the records' digest and the metric names, in order."""
-    w = Writer().raw(records).u32(len(keys))
-    for key in keys:
-        w.text(key)
+def metrics_digest(records: bytes, groups: list[str]) -> bytes:
+    """The model_hash of a metrics round: the records' digest and the metric groups it carries, in order."""
+    w = Writer().raw(records).u32(len(groups))
+    for group in groups:
+        w.text(group)
     return digest(domain("flower", "metrics"), w.getvalue())
+
+
+def slots_needed(names: dict[str, list[str]]) -> int:
+    """Vector length the metric groups take: per group its weight and one slot per metric."""
+    return sum(1 + len(keys) for keys in names.values())
+
+
+def encode_metric_groups(groups: list[tuple[list[float], int]], slots: int) -> NDArray[np.uint64]:
+    """Per group (values, weight): weight, then value x weight, in fixed point; zeros up to `slots`."""
+    vec = np.zeros(slots, dtype=np.uint64)
+    pos = 0
+    for values, weight in groups:
+        part = encode_metrics([1.0, *values], weight)
+        if pos + part.shape[0] > slots:
+            raise ConfigurationError(f"the metrics take more than the round's {slots} slots")
+        vec[pos : pos + part.shape[0]] = part
+        pos += part.shape[0]
+    return vec
+
+
+def decode_metric_groups(ring_sum: NDArray[Any], names: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Inverse of encode_metric_groups summed over nodes: per group, each metric's mean weighted by that
+    group's weights (a group whose weights sum to zero or less decodes to nothing)."""
+    sums = decode_metrics(ring_sum, 1)
+    out: dict[str, dict[str, float]] = {}
+    pos = 0
+    for group, keys in names.items():
+        total, values = sums[pos], sums[pos + 1 : pos + 1 + len(keys)]
+        pos += 1 + len(keys)
+        if total > 0:
+            out[group] = {k: v / total for k, v in zip(keys, values, strict=True)}
+    return out
 
 
 def _canonical(value: Any) -> str:
@@ -148,6 +204,24 @@ def get_names(rec: ConfigRecord, key: str) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigurationError(f"field {key!r} must be a JSON list of names")
     return names
+
+
+def get_groups(rec: ConfigRecord, key: str) -> dict[str, list[str]]:
+    """A JSON object of metric group -> names, groups in GROUPS order; ConfigurationError for anything else."""
+    try:
+        raw = json.loads(get_str(rec, key))
+    except json.JSONDecodeError:
+        raise ConfigurationError(f"field {key!r} must be a JSON object of metric groups") from None
+    if not isinstance(raw, dict) or not set(raw) <= set(GROUPS):
+        raise ConfigurationError(f"field {key!r} must map metric groups {GROUPS} to lists of names")
+    out: dict[str, list[str]] = {}
+    for group in GROUPS:
+        if group in raw:
+            names = raw[group]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigurationError(f"field {key!r}: group {group!r} must be a list of names")
+            out[group] = names
+    return out
 
 
 def reply_key(purpose: str) -> str:

@@ -1,19 +1,26 @@
-"""secagg_example: the ClientApp, written as for plain FedAvg; `secagg_mod()` makes the node answer through SecAgg+."""
+"""secagg_example: the ClientApp, written as for plain FedAvg; `secagg_mod()` makes the node answer through SecAgg+.
+
+Flower starts a fresh `flwr-clientapp` process for every message a SuperNode receives, and most messages of a
+secure round are SecAgg+ stages that never reach `train` or `evaluate`. So this module imports only Flower and
+secagg at the top; torch and scikit-learn (through `secagg_example.task`) are imported inside the functions
+that use them, and a stage message does not pay for them.
+"""
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from secagg.flower import secagg_mod
-from secagg_example.task import Net, load_data
-from secagg_example.task import test as test_fn
-from secagg_example.task import train as train_fn
 
 app = ClientApp()
+secure = secagg_mod(app=app)  # with the app, a train message also runs `evaluate` on the model it received
 
 
-@app.train(mods=[secagg_mod()])
+@app.train(mods=[secure])
 def train(msg: Message, context: Context) -> Message:
     """Train the received model on this node's partition; reply with the new weights and the metrics."""
+    from secagg_example.task import Net, load_data
+    from secagg_example.task import train as train_fn
+
     model = Net()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     config = msg.content["config"]
@@ -29,9 +36,12 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.evaluate(mods=[secagg_mod()])
+@app.evaluate(mods=[secure])
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on this node's validation split."""
+    from secagg_example.task import Net, load_data
+    from secagg_example.task import test as test_fn
+
     model = Net()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     partition_id = int(context.node_config["partition-id"])
