@@ -13,10 +13,15 @@ training, seeds and run config (the app's [tool.flwr.app.config], 3 rounds) in a
 - **secagg**: the app as shipped, `SecureFedAvg` + `secagg_mod` (update, train metrics and evaluate metrics all
   through our SecAgg+).
 
-Per way: seconds per round (median over the rounds of the time between the arrivals of the ServerApp's round lines
-in the stream; the mean and every round too), message exchanges per node per round (messages each SuperNode
-received, over the rounds), the ServerApp's own strategy time, the final model's accuracy on the server's
-held-out test set. Then secagg / fedavg and secagg / flower-secaggplus for both. Nothing is asserted: numbers only.
+Per way: seconds per round (the mean over the rounds of the time between the arrivals of the ServerApp's round
+lines in the stream, the last round ending at its final line; every round and the median too: the mean, because
+SecureFedAvg carries a round's client-side evaluation in the next round's train messages, so its last round does
+more than the others), message exchanges per node per round (messages each SuperNode received, over the
+rounds), the ServerApp's own strategy time, the final model's accuracy on the server's held-out test set. Then
+secagg / fedavg and secagg / flower-secaggplus for both. Nothing is asserted: numbers only. Read the seconds with
+the deployment's fixed costs in mind: a SuperNode sleeps 3 s between polls when idle, its SuperExec polls for work
+every 1 s and starts a new Python process per message (imports, FAB install), and Flower's stock Grid (fedavg,
+flower-secaggplus) looks for replies every 3 s, where SecureFedAvg pulls them itself every <= 0.25 s.
 
 Before the first deployment, a warm-up (`run_local.py --nodes 3 --rounds 1` in a subprocess) fills the Numba cache
 that every deployment's processes share, so no way pays for compiling our kernels.
@@ -155,7 +160,7 @@ def measure(
         row["final_accuracy"] = accuracy(result.model_path) if result.model_path else None
         runs[name] = row
         log(
-            f"  {name}: {row['seconds_per_round']:.2f} s per round (median of "
+            f"  {name}: {row['seconds_per_round']:.2f} s per round (mean of "
             + ", ".join(f"{s:.2f}" for s in row["round_seconds"])
             + f"), {row['exchanges_per_node_per_round']:.2f} exchanges per node per round, "
             f"accuracy {row['final_accuracy']:.4f}"
@@ -197,14 +202,14 @@ def table(out: dict[str, Any]) -> str:
         return "-" if v is None else format(v, fmt)
 
     rows = [
-        "| way | s per round (median) | mean | rounds (s) | exchanges per node per round | accuracy | status |",
+        "| way | s per round (mean) | median | rounds (s) | exchanges per node per round | accuracy | status |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in out["order"]:
         r = out["runs"].get(name, {})
         rounds = ", ".join(f"{s:.1f}" for s in r.get("round_seconds") or []) or "-"
         rows.append(
-            f"| {name} | {cell(r.get('seconds_per_round'), '.2f')} | {cell(r.get('mean_seconds_per_round'), '.2f')} "
+            f"| {name} | {cell(r.get('seconds_per_round'), '.2f')} | {cell(r.get('median_seconds_per_round'), '.2f')} "
             f"| {rounds} | {cell(r.get('exchanges_per_node_per_round'), '.2f')} "
             f"| {cell(r.get('final_accuracy'), '.4f')} | {'ok' if r.get('ok') else r.get('error', 'not run')} |"
         )

@@ -48,8 +48,10 @@ on Ctrl-C, SIGTERM or an exception: each runs in its own process group (terminat
 processes Flower starts in turn (SuperExecs, which the SuperLink puts in their own session; the ServerApp and
 ClientApp processes) are found by a marker in their environment.
 
-It reports the final model's path, seconds per round (from the arrival time of the ServerApp's `[ROUND k/N]`
-lines in the stream; the last round ends at its "Strategy execution finished" / "Run finished" line) and message
+It reports the final model's path, seconds per round (the mean over the rounds, from the arrival times of the
+ServerApp's `[ROUND k/N]` lines in the stream, the last round ending at the "Strategy execution finished" / "Run
+finished" line; each line's arrival lags its logging by up to ~0.7 s: Flower uploads a ServerApp's logs every
+0.2 s and the SuperLink streams them every 0.5 s) and message
 exchanges per node per round (the messages each SuperNode logged as received, "Receiving: <type> message",
 divided by the rounds). Importable: `run(...)` returns a `RunResult`; `LocalDeployment` is the context manager
 behind it.
@@ -134,8 +136,8 @@ class RunResult:
     run_id: int | None
     run_status: str | None
     round_seconds: list[float]  # per round, from the arrival of its [ROUND k] line to the next (or the end line)
-    seconds_per_round: float | None  # median of round_seconds
-    mean_seconds_per_round: float | None
+    seconds_per_round: float | None  # the mean: sum(round_seconds) / rounds (every round's work, the last one's too)
+    median_seconds_per_round: float | None
     strategy_seconds: float | None  # the ServerApp's own "finished in X s" (includes the initial evaluation)
     run_wall_seconds: float  # `flwr run` start to exit (ServerApp start-up, FAB installs, the rounds, teardown)
     startup_seconds: float  # SuperLink and SuperNodes up and connected
@@ -159,8 +161,8 @@ class RunResult:
             f"strategy {self.strategy}: {self.num_nodes} SuperNodes, {self.num_rounds} round(s), "
             f"{'ok' if self.ok else 'FAILED: ' + str(self.error)}",
             f"  final model:        {self.model_path or '-'}",
-            f"  seconds per round:  {num(self.seconds_per_round, '.2f')} (median; mean "
-            f"{num(self.mean_seconds_per_round, '.2f')}; rounds "
+            f"  seconds per round:  {num(self.seconds_per_round, '.2f')} (mean; median "
+            f"{num(self.median_seconds_per_round, '.2f')}; rounds "
             + (", ".join(f"{s:.2f}" for s in self.round_seconds) or "-")
             + f"; strategy {num(self.strategy_seconds, '.2f')} s, flwr run {self.run_wall_seconds:.1f} s)",
             f"  exchanges per node per round: {num(self.exchanges_per_node_per_round, '.2f')} ("
@@ -688,8 +690,8 @@ class LocalDeployment:
             run_id=run_id,
             run_status=status,
             round_seconds=rounds,
-            seconds_per_round=_median(ordered),
-            mean_seconds_per_round=sum(rounds) / len(rounds) if rounds else None,
+            seconds_per_round=sum(rounds) / len(rounds) if rounds else None,
+            median_seconds_per_round=_median(ordered),
             strategy_seconds=strategy_s,
             run_wall_seconds=wall,
             startup_seconds=self.startup_seconds,
