@@ -218,8 +218,8 @@ def test_two_secagg_sessions_of_one_round_in_a_flower_node_contribute_once(
     monkeypatch.setenv("SECAGG_STATE_DIR", str(tmp_path / "state"))
 
     class SameRound(SecureFedAvg):
-        def _metrics_job(self, round_: int, *args: Any) -> Any:
-            return super()._metrics_job(round_ - 1 if round_ % 3 == 1 else round_, *args)
+        def _config(self, round_: int, *args: Any, **fields: Any) -> Any:
+            return super()._config(round_ - 1 if round_ % 3 == 1 else round_, *args, **fields)
 
     honest = strategy()
     liar = SameRound(secagg=honest.secagg, rng=honest._rng)
