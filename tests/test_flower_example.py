@@ -101,3 +101,14 @@ def test_server_app_main_saves_the_final_model(tmp_path: Path) -> None:
     initial = task.initial_model(int(config["seed"])).state_dict()
     assert set(state) == set(initial)
     assert any(not torch.equal(state[k], initial[k]) for k in state)  # one round of training moved it
+
+
+def test_server_app_main_fails_when_no_secure_round_completed(tmp_path: Path) -> None:
+    """Nodes without the mod never answer through SecAgg+: the ServerApp raises (Flower marks the run failed)
+    instead of saving the initial model as if it had trained."""
+    config = run_local.load_run_config(**{"num-server-rounds": 1, "model-path": str(tmp_path / "model.pt")})
+    grid = run_local.make_grid(3, secure=False)
+    context = Context(run_id=7, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+    with pytest.raises(RuntimeError, match="no secure round completed"):
+        server_app.main(grid, context)
+    assert not (tmp_path / "model.pt").exists()

@@ -19,6 +19,8 @@ def main(grid: Grid, context: Context) -> None:
     """Run SecureFedAvg for `num-server-rounds` rounds and save the final model."""
     strategy = SecureFedAvg(fraction_evaluate=float(context.run_config["fraction-evaluate"]))
     result = run(strategy, grid, context.run_config)
+    if len(result.arrays) == 0:  # Flower would report the run as completed; say that nothing was trained
+        raise RuntimeError("no secure round completed, so there is no model to save: see the SecAgg+ lines above")
     if context.run_config["save-model"]:
         path = Path(str(context.run_config["model-path"])).resolve()
         torch.save(result.arrays.to_torch_state_dict(), path)
