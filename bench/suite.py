@@ -397,6 +397,30 @@ def run_flower_deploy(
     return fd
 
 
+def run_flower_ray(quick: bool, no_flower: bool, results_dir: Path, log: Any = print) -> dict[str, Any]:
+    """FR: the Flower example app under Flower's Simulation Engine on Ray, plain FedAvg and ours
+    (bench/flower_ray.py, in a process of its own: it starts a Ray instance); its JSON, or why not.
+
+    Not among the default workloads: it takes minutes (100 virtual nodes) and needs Ray (flwr[simulation])."""
+    if no_flower:
+        return {"skipped": "--no-flower"}
+    script = ROOT / "bench" / "flower_ray.py"
+    cmd = [sys.executable, str(script), "--results-dir", str(results_dir)] + (["--quick"] if quick else [])
+    log(f"FR: python {script.relative_to(ROOT)}" + (" --quick" if quick else ""))
+    out_json = results_dir / ("flower-ray-quick.json" if quick else "flower-ray.json")
+    before = out_json.stat().st_mtime if out_json.exists() else None
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    tables = [line for line in proc.stdout.splitlines() if line.startswith(("|", "FR", "ours /"))]
+    for line in tables:
+        log(line)
+    if not out_json.exists() or out_json.stat().st_mtime == before:
+        reason = next((ln for ln in proc.stdout.splitlines() if ln.startswith("FR skipped")), None)
+        return {"skipped": reason or f"exit {proc.returncode}", "stderr_tail": proc.stderr.strip().splitlines()[-15:]}
+    result: dict[str, Any] = json.loads(out_json.read_text())
+    result["exit"] = proc.returncode
+    return result
+
+
 def fa_json_path(results_dir: Path, quick: bool) -> Path:
     """Where FA's own JSON goes (the full-run docs pick it up when a result JSON has no FA of its own)."""
     return results_dir / ("flower-app-quick.json" if quick else "flower-app.json")
@@ -441,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated subset of W1..W7, 'curves' and FA (the Flower example app; alone, it "
                          "rewrites only its section of benchmarks.md) (default: all of these), and FD (the "
                          "example app on a real local SuperLink + SuperNodes, bench/flower_fd.py; only when "
-                         "named: it takes minutes; writes bench/results/flower-deploy.json)")  # fmt: skip
+                         "named: it takes minutes; writes bench/results/flower-deploy.json), and FR (the "
+                         "example app on Flower's Simulation Engine with Ray, 100 virtual nodes, bench/flower_ray.py; "
+                         "only when named; writes bench/results/flower-ray.json)")  # fmt: skip
     ap.add_argument("--flower-venv", type=Path, default=None,
                     help=f"a venv holding flwr {fl.FLWR_VERSION} (default: {fl.DEFAULT_VENV.relative_to(ROOT)}, "
                          "created if missing)")  # fmt: skip
@@ -474,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     docs_dir = args.docs_dir or (args.results_dir / "quick" if quick else DOCS_DIR)
     t_start = time.perf_counter()
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    flower_ray_result = None
+    if "FR" in chosen:
+        flower_ray_result = run_flower_ray(quick, args.no_flower, args.results_dir, print)
+        chosen.discard("FR")
+        if not chosen:
+            return 0 if flower_ray_result.get("exit", 0) == 0 else 1
     flower_deploy_result = None
     if "FD" in chosen:
         flower_deploy_result = run_flower_deploy(quick, args.no_flower, args.results_dir, command.strip(), print)
@@ -587,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         "grpc": grpc,
         "flower_app": flower_app_result,
         "flower_deploy": flower_deploy_result,
+        "flower_ray": flower_ray_result,
         "elapsed_s": time.perf_counter() - t_start,
         "command": command,
     }
