@@ -47,7 +47,8 @@ ACCURACY_TOLERANCE = 0.02  # stochastic rounding in SecAgg+'s quantisation diffe
 # One ClientApp actor per Ray CPU: on 2 cores, two actors (each imports torch and the app on its first message).
 BACKEND_CONFIG: dict[str, Any] = {
     "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-    "init_args": {"include_dashboard": False, "logging_level": "ERROR"},
+    # "local": a Ray instance of this test, even where RAY_ADDRESS or a `ray start` cluster would be picked up
+    "init_args": {"address": "local", "include_dashboard": False, "logging_level": "ERROR"},
 }
 
 
