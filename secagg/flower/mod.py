@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import json
 import logging
 import os
@@ -133,7 +134,7 @@ def secagg_mod(
         return IdentityKey.from_pem(Path(identity).read_bytes())
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        if _INNER_CALL.get():  # this mod's own call of the evaluate function, inside a train message
+        if _inner_call_active():  # this mod's own call of the evaluate function, inside a train message
             return call_next(msg, context)
         rec = msg.content.config_records.get(rec_.SECAGG_KEY) if msg.has_content() else None
         if rec is None:
@@ -171,16 +172,14 @@ def secagg_mod(
             evaluate = _evaluate_function(app)
             if evaluate is None or sent_arrays is None:
                 return _refuse(msg, "this node cannot evaluate inside a train message (secagg_mod(app=...) not given)")
-            inner = Message(
-                RecordDict({arrays_key: sent_arrays, config_key: evaluate_config}),
-                dst_node_id=msg.metadata.dst_node_id,
-                message_type=MessageType.EVALUATE,
-            )
-            token = _INNER_CALL.set(True)
+            metadata = copy.deepcopy(msg.metadata)  # not Message(content, dst, type): that reads TaskIdentity,
+            metadata.message_type = MessageType.EVALUATE  # which Flower's Ray actors never set
+            inner = Message(RecordDict({arrays_key: sent_arrays, config_key: evaluate_config}), metadata=metadata)
+            token = _enter_inner_call()
             try:
                 evaluated = evaluate(inner, context)
             finally:
-                _INNER_CALL.reset(token)
+                _leave_inner_call(token)
             if evaluated.has_error():
                 return Message(evaluated.error, reply_to=msg)
             found = _metrics_of(evaluated, weight_key)
@@ -427,6 +426,21 @@ def _metrics_of(reply: Message, weight_key: str) -> tuple[int, list[str], list[f
 _INNER_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("secagg_inner_evaluate", default=False)
 """Set while secagg_mod itself calls the app's evaluate function: the mods around that function let it through
 (a message from the network cannot set it)."""
+
+
+# The mod's closures reach the ContextVar only through these module-level functions: Flower's Ray backend
+# cloudpickles the ClientApp (closures by value, with the globals they name) and a ContextVar cannot be pickled,
+# while a module-level function is pickled by reference.
+def _inner_call_active() -> bool:
+    return _INNER_CALL.get()
+
+
+def _enter_inner_call() -> contextvars.Token[bool]:
+    return _INNER_CALL.set(True)
+
+
+def _leave_inner_call(token: contextvars.Token[bool]) -> None:
+    _INNER_CALL.reset(token)
 
 
 def _evaluate_function(app: ClientApp | None) -> Callable[[Message, Context], Message] | None:

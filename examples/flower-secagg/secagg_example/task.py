@@ -64,12 +64,14 @@ def partition_indices(partition_id: int, num_partitions: int) -> torch.Tensor:
     _, y, _ = _digits()
     _, pool = _split()
     mine: list[torch.Tensor] = []
+    rest: list[torch.Tensor] = []
     for c in range(10):
         idx = pool[y[pool] == c]
         half = len(idx) // 2
         if c % num_partitions == partition_id:
             mine.append(idx[:half])
-        mine.append(idx[half:][partition_id::num_partitions])
+        rest.append(idx[half:])
+    mine.append(torch.cat(rest)[partition_id::num_partitions])
     return torch.sort(torch.cat(mine)).values
 
 
