@@ -174,7 +174,8 @@ def secagg_mod(
                 return _refuse(msg, "this node cannot evaluate inside a train message (secagg_mod(app=...) not given)")
             metadata = copy.deepcopy(msg.metadata)  # not Message(content, dst, type): that reads TaskIdentity,
             metadata.message_type = MessageType.EVALUATE  # which Flower's Ray actors never set
-            inner = Message(RecordDict({arrays_key: sent_arrays, config_key: evaluate_config}), metadata=metadata)
+            content = RecordDict({arrays_key: sent_arrays, config_key: evaluate_config})
+            inner = Message(content, metadata=metadata)  # type: ignore[call-overload]  # (Flower's serde form)
             token = _enter_inner_call()
             try:
                 evaluated = evaluate(inner, context)
