@@ -35,7 +35,7 @@ def _state_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECAGG_STATE_DIR", str(tmp_path / "state"))
 
 
-def model_app(node: int, *, with_app: bool = True, mods: list[Any] | None = None) -> ClientApp:
+def model_app(node: int, *, with_app: bool = True, mods: list[Any] | None = None, lr: bool = False) -> ClientApp:
     """make_app's training, with an evaluation that depends on the model received (so a test can tell which
     model was evaluated) and on the node (so the weighted mean is not trivial)."""
     app = ClientApp()
@@ -44,6 +44,8 @@ def model_app(node: int, *, with_app: bool = True, mods: list[Any] | None = None
 
     @app.train(mods=secure)
     def train(msg: Message, context: Context) -> Message:
+        if lr and "lr" not in msg.content["config"]:  # the train config, never the evaluation's that rode along
+            raise RuntimeError("the train function was given another config than the train config")
         return base._registered_funcs["train.default"](msg, context)
 
     @app.evaluate(mods=secure)
@@ -63,8 +65,8 @@ def model_app(node: int, *, with_app: bool = True, mods: list[Any] | None = None
 
 
 def grid(**kw: Any) -> LocalGrid:
-    with_app = kw.pop("with_app", True)
-    return LocalGrid({n: model_app(n, with_app=with_app) for n in NODES}, **kw)
+    with_app, lr = kw.pop("with_app", True), kw.pop("lr", False)
+    return LocalGrid({n: model_app(n, with_app=with_app, lr=lr) for n in NODES}, **kw)
 
 
 def plain() -> LocalGrid:
@@ -81,8 +83,11 @@ def _same_metrics(got: dict[int, Any], want: dict[int, Any], tol: float) -> None
 
 def test_a_round_takes_four_exchanges_and_evaluation_rides_on_the_next_train_message() -> None:
     strat = strategy()
-    secure = strat.start(grid=grid(), initial_arrays=initial(), num_rounds=3)
-    ref = FedAvg(min_train_nodes=3, min_evaluate_nodes=3).start(grid=plain(), initial_arrays=initial(), num_rounds=3)
+    train = ConfigRecord({"lr": 0.5})
+    secure = strat.start(grid=grid(lr=True), initial_arrays=initial(), num_rounds=3, train_config=train)
+    ref = FedAvg(min_train_nodes=3, min_evaluate_nodes=3).start(
+        grid=plain(), initial_arrays=initial(), num_rounds=3, train_config=ConfigRecord({"lr": 0.5})
+    )
     assert strat.exchanges == {(1, "train"): 4, (2, "train"): 4, (3, "train"): 4, (3, "evaluate"): 4}
     assert np.abs(flat(secure.arrays) - flat(ref.arrays)).max() <= 3 * 2 * STEP
     # round r's evaluation is of round r's model (FedAvg's), although it travelled in round r + 1's messages

@@ -150,6 +150,7 @@ def secagg_mod(
             return _refuse(msg, f"unknown SecAgg+ stage {stage!r}")
         except (SecAggError, KeyError, TypeError, ValueError) as exc:
             log.warning("secagg_mod refuses a message: %s", exc)
+            log.debug("secagg_mod refusal", exc_info=True)
             return _refuse(msg, f"{type(exc).__name__}: {exc}")
 
     def _local(
@@ -174,8 +175,8 @@ def secagg_mod(
                 return _refuse(msg, "this node cannot evaluate inside a train message (secagg_mod(app=...) not given)")
             metadata = copy.deepcopy(msg.metadata)  # not Message(content, dst, type): that reads TaskIdentity,
             metadata.message_type = MessageType.EVALUATE  # which Flower's Ray actors never set
-            content = RecordDict({arrays_key: sent_arrays, config_key: evaluate_config})
-            inner = Message(content, metadata=metadata)  # type: ignore[call-overload]  # (Flower's serde form)
+            evaluate_content = RecordDict({arrays_key: sent_arrays, config_key: evaluate_config})
+            inner = Message(evaluate_content, metadata=metadata)  # type: ignore[call-overload]  # (serde's form)
             token = _enter_inner_call()
             try:
                 evaluated = evaluate(inner, context)
